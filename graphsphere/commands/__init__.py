@@ -1,0 +1,1 @@
+"""Sub-commands of the ``graphsphere`` command line, one module each (see ``graphsphere.cli``)."""

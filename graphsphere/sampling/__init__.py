@@ -1,0 +1,12 @@
+"""Samplings of the sphere: where the pixels are (NumPy only).
+
+>>> import graphsphere as gs
+>>> gs.sampling.HEALPix(nside=2).npix
+48
+"""
+
+from .base import Sampling, check_lonlat, from_dict, lonlat_to_xyz, xyz_to_lonlat
+from .healpix import HEALPix, check_map_order, check_nside, extend_footprint
+
+__all__ = ["Sampling", "HEALPix", "check_nside", "extend_footprint", "check_map_order",
+           "lonlat_to_xyz", "xyz_to_lonlat", "check_lonlat", "from_dict"]
