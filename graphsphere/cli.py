@@ -20,7 +20,8 @@ import sys
 COMMAND_MODULES = [
     "graphsphere.commands.demo",
     "graphsphere.commands.info",
-    "graphsphere.commands.analysis",
+    "graphsphere.commands.equivariance",
+    "graphsphere.commands.spectral",
     "graphsphere.commands.train",
     "graphsphere.commands.data",
     "graphsphere.commands.experiment",

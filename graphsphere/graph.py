@@ -99,9 +99,10 @@ class SphereGraph:
         Where the vertices are.
     k : int
         Number of nearest neighbours per vertex before symmetrisation.
-    kernel_width : "tuned" | "mean" | float
-        t of exp(-d^2/4t): the published tuned widths (HEALPix), the 2019
-        heuristic (half the mean squared edge length), or a number.
+    kernel_width : "auto" | "tuned" | "mean" | float
+        t of exp(-d^2/4t): tuned widths (an error where none exist for this
+        sampling and k), the 2019 heuristic (half the mean squared edge
+        length), a number, or "auto" (tuned where available, else "mean").
     laplacian : "normalized" | "combinatorial"
         I - D^-1/2 W D^-1/2 or D - W.
     neighbours : "knn" | "healpix"
@@ -111,7 +112,7 @@ class SphereGraph:
     nearest, with the weight of their distance (the same both ways).
     """
 
-    def __init__(self, sampling: Sampling, k: int = 8, kernel_width: str | float = "tuned",
+    def __init__(self, sampling: Sampling, k: int = 8, kernel_width: str | float = "auto",
                  laplacian: str = "normalized", neighbours: str = "knn", *, _W: sp.csr_matrix | None = None,
                  _t: float | None = None):
         if not isinstance(sampling, Sampling):
@@ -146,7 +147,12 @@ class SphereGraph:
                 return kernel_widths.heuristic_t(sq_dist)
             if kw == "tuned":
                 return self._tuned_t()
-            raise ValueError(f"kernel_width must be 'tuned', 'mean' or a positive number, got {kw!r}")
+            if kw == "auto":
+                try:
+                    return self._tuned_t()
+                except ValueError:
+                    return kernel_widths.heuristic_t(sq_dist)
+            raise ValueError(f"kernel_width must be 'auto', 'tuned', 'mean' or a positive number, got {kw!r}")
         t = float(kw)
         if not np.isfinite(t) or t <= 0:
             raise ValueError(f"kernel_width must be a positive number, got {kw!r}")

@@ -1,0 +1,3 @@
+"""PyTorch layers: Chebyshev graph convolution and pooling on the sphere."""
+
+from . import functional
