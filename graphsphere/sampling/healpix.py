@@ -198,7 +198,7 @@ def _roughness(m: np.ndarray, nside: int, nest: bool) -> float:
     return float(np.sum(diff * ok) / ok.sum())
 
 
-def check_map_order(m, nest: bool = True, ratio: float = 4.0) -> None:
+def check_map_order(m, nest: bool = True, ratio: float = 1.5) -> None:
     """Raise if a full-sky map is much smoother read in the other ordering.
 
     Real maps are spatially correlated: read in the wrong ordering they look

@@ -1,0 +1,129 @@
+"""SphereGraph against brute force, scipy and healpy."""
+
+import healpy as hp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import graphsphere as gs
+from graphsphere import kernel_widths
+from graphsphere.graph import knn
+
+
+def test_knn_matches_brute_force(rng):
+    xyz = rng.standard_normal((300, 3))
+    xyz /= np.linalg.norm(xyz, axis=1, keepdims=True)
+    cols, sq = knn(xyz, 7)
+    d2 = ((xyz[:, None] - xyz[None]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    ref = np.argsort(d2, axis=1)[:, :7]
+    np.testing.assert_array_equal(np.sort(cols, 1), np.sort(ref, 1))
+    np.testing.assert_allclose(sq, np.take_along_axis(d2, cols, 1), rtol=1e-10)
+
+
+def test_weights_are_gaussian_of_chordal_distance_and_symmetric():
+    s = gs.sampling.HEALPix(nside=4)
+    g = gs.SphereGraph(s, k=8, kernel_width=0.01)
+    coo = g.W.tocoo()
+    d2 = ((s.xyz[coo.row] - s.xyz[coo.col]) ** 2).sum(1)
+    np.testing.assert_allclose(coo.data, np.exp(-d2 / 0.04), rtol=1e-12)
+    assert abs(g.W - g.W.T).max() == 0
+    assert g.W.diagonal().max() == 0
+    # union symmetrisation: every vertex keeps at least its own k nearest
+    assert np.diff(g.W.indptr).min() >= 8
+
+
+def test_native_healpix_neighbours():
+    s = gs.sampling.HEALPix(nside=8)
+    g = gs.SphereGraph(s, k=8, neighbours="healpix", kernel_width="mean")
+    nnb = np.diff(g.W.indptr)
+    # 8 neighbours, 7 for the 3 pixels around each of the 8 vertices where 3 base faces meet
+    assert (nnb == 7).sum() == 24 and (nnb == 8).sum() == 768 - 24
+    ref = hp.get_all_neighbours(8, 100, nest=True)
+    np.testing.assert_array_equal(np.sort(g.W[100].indices), np.sort(ref[ref >= 0]))
+
+
+def test_heuristic_and_tuned_widths():
+    s = gs.sampling.HEALPix(nside=64)
+    g = gs.SphereGraph(s, k=8, neighbours="healpix", kernel_width="mean")
+    coo = sp.triu(g.W, 1).tocoo()
+    d2 = ((s.xyz[coo.row] - s.xyz[coo.col]) ** 2).sum(1)
+    assert g.t == pytest.approx(d2.mean() / 2, rel=1e-3)
+    tuned = gs.SphereGraph(gs.sampling.HEALPix(nside=32), k=20, kernel_width="tuned")
+    assert tuned.t == pytest.approx(0.03185**2 / (4 * np.log(2)))
+    # fitted law sigma = c / nside outside the table: nside * sigma ~ 0.79 for k = 8
+    assert kernel_widths.healpix_scaling_constant(8) == pytest.approx(0.79, abs=0.01)
+    assert kernel_widths.published_sigma(16, 8) == pytest.approx(0.0493, rel=0.01)
+
+
+def test_auto_width_falls_back_to_mean_without_a_table():
+    s = gs.sampling.HEALPix(nside=4)
+    # no widths were ever tuned for k = 5: "auto" takes the heuristic, "tuned" says so
+    assert gs.SphereGraph(s, k=5, kernel_width="auto").t == gs.SphereGraph(s, k=5, kernel_width="mean").t
+    with pytest.raises(ValueError, match="kernel_width='mean'"):
+        gs.SphereGraph(s, k=5, kernel_width="tuned")
+
+
+@pytest.mark.parametrize("laplacian", ["normalized", "combinatorial"])
+def test_laplacian_and_lmax_against_dense_eigh(laplacian):
+    g = gs.SphereGraph(gs.sampling.HEALPix(nside=8), k=8, laplacian=laplacian)
+    L = g.L.toarray()
+    W = g.W.toarray()
+    d = W.sum(1)
+    ref = np.diag(d) - W if laplacian == "combinatorial" else np.eye(len(d)) - W / np.sqrt(np.outer(d, d))
+    np.testing.assert_allclose(L, ref, atol=1e-12)
+    ev = np.linalg.eigvalsh(L)
+    assert ev[0] == pytest.approx(0, abs=1e-9)
+    assert g.lmax == pytest.approx(1.02 * ev[-1], rel=1e-4)  # Lanczos on 768 vertices
+    op_ev = np.linalg.eigvalsh(g.operator().toarray())
+    assert op_ev.min() >= -1 - 1e-9 and op_ev.max() <= 1
+    op_ev = np.linalg.eigvalsh(g.operator(a=0.75).toarray())
+    assert op_ev.max() <= 0.5 and op_ev.min() == pytest.approx(-1, abs=1e-9)
+
+
+def test_save_load_round_trip(tmp_path):
+    for s in [gs.sampling.HEALPix(nside=8), gs.sampling.HEALPix(nside=8, indices=np.arange(64)[::-1])]:
+        g = gs.SphereGraph(s, k=8, kernel_width="tuned", laplacian="combinatorial")
+        g.lmax  # noqa: B018 - computed, so saved
+        g.save(tmp_path / "g.npz")
+        h = gs.SphereGraph.load(tmp_path / "g.npz")
+        assert h.sampling == s and h.t == g.t and h.k == 8 and h.laplacian_type == "combinatorial"
+        for a in ["data", "indices", "indptr"]:
+            np.testing.assert_array_equal(getattr(h.W, a), getattr(g.W, a))
+        assert h.lmax == g.lmax
+        assert abs(h.operator() - g.operator()).max() == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["g.npz"]  # no temp file left
+
+
+def test_edge_index_matches_W():
+    g = gs.SphereGraph(gs.sampling.HEALPix(nside=4), k=8)
+    ei, w = g.to_edge_index()
+    assert ei.shape == (2, g.W.nnz) and ei.dtype.is_floating_point is False
+    W = sp.csr_matrix((w.numpy(), (ei[0].numpy(), ei[1].numpy())), shape=g.W.shape)
+    np.testing.assert_allclose(W.toarray(), g.W.toarray(), rtol=1e-6)
+
+
+def test_bad_input():
+    s = gs.sampling.HEALPix(nside=1)
+    with pytest.raises(ValueError, match="k must be between 1 and npix - 1 = 11"):
+        gs.SphereGraph(s, k=12)
+    with pytest.raises(ValueError, match="laplacian"):
+        gs.SphereGraph(s, k=4, laplacian="random-walk")
+    with pytest.raises(ValueError, match="kernel_width"):
+        gs.SphereGraph(s, k=4, kernel_width=-1.0)
+    with pytest.raises(ValueError, match="kernel_width"):
+        gs.SphereGraph(s, k=4, kernel_width="wide")
+    with pytest.raises(TypeError, match="Sampling"):
+        gs.SphereGraph(np.zeros((10, 3)), k=4)
+    with pytest.raises(ValueError, match="NaN"):
+        gs.sampling.check_lonlat([0.0, np.nan], [0.0, 1.0])
+    with pytest.raises(ValueError, match="outside \\[-90, 90\\]"):
+        gs.sampling.check_lonlat([0.0, 10.0], [0.0, 91.0])
+
+
+def test_disconnected_graph_warns_with_sizes():
+    # two base pixels on opposite sides of the sphere, and one far smaller island
+    ids = np.concatenate([np.arange(0, 64), np.arange(640, 704)])
+    with pytest.warns(UserWarning, match="2 connected components \\(sizes 64, 64\\)"):
+        g = gs.SphereGraph(gs.sampling.HEALPix(nside=8, indices=ids), k=8)
+    assert g.n_components == 2
