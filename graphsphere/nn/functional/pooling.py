@@ -1,0 +1,303 @@
+"""Pooling kernels on sampled spheres, derived from a sampling's hierarchy.
+
+Every hierarchical sampling describes its coarsening by one sparse
+assignment matrix ``assign`` (coarse.npix, fine.npix), columns summing to
+one (see ``Sampling.coarsen``). :func:`pooling_plan` reads that matrix once
+(NumPy, at construction) and picks the cheapest exact kernel:
+
+* ``"blocks"``: every coarse vertex owns ``m`` consecutive fine vertices
+  (HEALPix NESTED, full or sorted partial sky): a reshape, no index at all.
+* ``"gather"``: a ``[coarse, m]`` index of each coarse vertex's fine
+  vertices, padded (by repeating a child with weight zero) where fan-ins
+  differ, and ``[coarse, m]`` weights where they are not all equal. One
+  gather then a reduction over ``m``: equiangular 2x2 blocks, icosahedral
+  cells (6 or 7 vertices, border vertices weighted 1/2), any regular hierarchy.
+* ``"sparse"``: when padding would more than double the work (k-means
+  clusters of very different sizes): weighted sums over the non-zero
+  ``(coarse, fine, weight)`` entries with ``index_add``, ``scatter_reduce``
+  for the max.
+
+The kernels below take ``[batch, vertices, channels]`` tensors and plain
+index tensors; they use no NumPy, so they run on any device.
+
+Example
+-------
+>>> import torch, graphsphere as gs
+>>> s = gs.sampling.HEALPix(nside=2)
+>>> plan = pooling_plan(s.coarsen()[1])
+>>> plan.layout, plan.fan_in, plan.n_fine, plan.n_coarse
+('blocks', 4, 48, 12)
+>>> x = torch.arange(48.0).reshape(1, 48, 1)
+>>> block_pool(x, 4, "avg")[0, :3, 0]
+tensor([1.5000, 5.5000, 9.5000])
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = ["PoolingPlan", "pooling_plan", "padded_rows", "block_pool", "gather_pool", "sparse_pool",
+           "block_unpool", "gather_unpool", "sparse_unpool", "max_unpool", "global_pool", "check_vertices"]
+
+POOL_MODES = ("avg", "max")
+GLOBAL_MODES = ("mean", "max", "meanvar")
+
+#: Use the padded gather while it costs at most this many times the non-zeros.
+MAX_PADDING = 2.0
+
+
+class PoolingPlan(NamedTuple):
+    """How to pool with a given assignment (NumPy arrays, built once).
+
+    ``assign``: the validated CSR assignment. ``index``/``weights``: the
+    ``[n_coarse, fan_in]`` gather of the ``gather`` layout (``weights`` is
+    ``None`` when every row is a plain mean); both ``None`` otherwise.
+    ``partition``: every fine vertex belongs to exactly one coarse vertex.
+    """
+
+    layout: str  # "blocks" | "gather" | "sparse"
+    n_fine: int
+    n_coarse: int
+    fan_in: int  # children per coarse vertex (padded); 0 for "sparse"
+    partition: bool
+    assign: sp.csr_matrix
+    index: np.ndarray | None
+    weights: np.ndarray | None
+
+
+def padded_rows(A: sp.csr_matrix, max_padding: float = MAX_PADDING):
+    """The rows of a sparse matrix as a fixed-width gather ``(index, weights)``,
+    both ``(n_rows, m)``, m the longest row; shorter rows repeat their last
+    entry with weight zero. ``None`` if that pads more than ``max_padding``
+    times the non-zeros (or a row is empty).
+
+    >>> A = sp.csr_matrix(np.array([[0.5, 0.5, 0.], [0., 0., 1.]]))
+    >>> idx, w = padded_rows(A)
+    >>> idx.tolist(), w.tolist()
+    ([[0, 1], [2, 2]], [[0.5, 0.5], [1.0, 0.0]])
+    """
+    fan = np.diff(A.indptr)
+    m = int(fan.max())
+    if fan.min() == 0 or m * A.shape[0] > max_padding * A.nnz:
+        return None
+    slot = np.arange(m)
+    pos = A.indptr[:-1, None] + np.minimum(slot, fan[:, None] - 1)  # clamp: repeat the last entry
+    real = slot < fan[:, None]
+    return A.indices[pos].astype(np.int64), np.where(real, A.data[pos], 0.0)
+
+
+def pooling_plan(assign, max_padding: float = MAX_PADDING) -> PoolingPlan:
+    """Read a fine-to-coarse assignment (coarse.npix, fine.npix) and choose
+    the pooling layout. Raises on matrices that are not assignments.
+
+    >>> a = sp.csr_matrix(([1., 1., 1., 1.], ([1, 0, 1, 0], [0, 1, 2, 3])), shape=(2, 4))
+    >>> p = pooling_plan(a)
+    >>> p.layout, p.index.tolist(), p.weights
+    ('gather', [[1, 3], [0, 2]], None)
+    """
+    if not sp.issparse(assign):
+        assign = np.asarray(assign)
+        if assign.ndim != 2:
+            raise ValueError(f"the assignment must be a 2-D (coarse, fine) matrix, got shape {assign.shape}")
+    A = sp.csr_matrix(assign, dtype=np.float64, copy=True)
+    A.sum_duplicates()
+    A.eliminate_zeros()
+    A.sort_indices()
+    n_coarse, n_fine = A.shape
+    if n_coarse == 0 or n_fine == 0:
+        raise ValueError(f"the assignment has an empty dimension: shape {A.shape}")
+    if A.nnz and (A.data.min() < 0 or not np.all(np.isfinite(A.data))):
+        raise ValueError("the assignment must have finite, non-negative entries")
+    col_sum = np.asarray(A.sum(axis=0)).ravel()
+    if not np.allclose(col_sum, 1.0, atol=1e-9):
+        i = int(np.argmax(np.abs(col_sum - 1)))
+        raise ValueError(
+            f"each column of the assignment (one per fine vertex) must sum to one; column {i} sums to "
+            f"{col_sum[i]:.6g}. Is the matrix transposed? Expected shape (coarse.npix, fine.npix), got {A.shape}")
+    fan = np.diff(A.indptr)
+    if fan.min() == 0:
+        j = int(np.argmin(fan))
+        raise ValueError(f"coarse vertex {j} has no fine vertex assigned to it; every coarse vertex needs one")
+    partition = A.nnz == n_fine and bool(np.all(A.data == 1.0))
+    if partition and fan.min() == fan.max():
+        m = int(fan[0])
+        if np.array_equal(A.indices, np.arange(n_fine)):
+            return PoolingPlan("blocks", n_fine, n_coarse, m, True, A, None, None)
+        return PoolingPlan("gather", n_fine, n_coarse, m, True, A, A.indices.reshape(n_coarse, m).astype(np.int64),
+                           None)
+    # Mean pooling = the row-normalised assignment.
+    mean = sp.diags(1 / np.asarray(A.sum(axis=1)).ravel()) @ A
+    padded = padded_rows(sp.csr_matrix(mean), max_padding)
+    if padded is None:
+        return PoolingPlan("sparse", n_fine, n_coarse, 0, partition, A, None, None)
+    index, weights = padded
+    return PoolingPlan("gather", n_fine, n_coarse, index.shape[1], partition, A, index, weights)
+
+
+def check_vertices(x: torch.Tensor, expected: int, what: str) -> None:
+    """Raise a clear error unless ``x`` is ``[batch, expected, channels]``."""
+    if x.dim() != 3:
+        raise ValueError(f"{what} expects a tensor [batch, vertices, channels], got shape {tuple(x.shape)}; "
+                         "add a batch axis with x[None] or a channel axis with x[..., None]")
+    if x.shape[1] != expected:
+        raise ValueError(f"{what} expects {expected} vertices, got {x.shape[1]} (input shape {tuple(x.shape)}); "
+                         "is the map at the right resolution/level of the pyramid?")
+
+
+# -- regular layouts: reshape or gather, then reduce the children axis ------------------------------
+def _reduce(xc: torch.Tensor, mode: str, weights: torch.Tensor | None, return_indices: bool):
+    """xc: [B, Vc, m, C] -> [B, Vc, C] (and the argmax position in 0..m-1)."""
+    if mode == "avg":
+        if return_indices:
+            raise ValueError("average pooling has no indices; use mode='max'")
+        if weights is None:
+            return xc.mean(dim=2)
+        return (xc * weights.to(xc.dtype)[None, :, :, None]).sum(dim=2)
+    if mode != "max":
+        raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
+    # amax is several times faster than max on CPU; indices only when asked.
+    return xc.max(dim=2) if return_indices else xc.amax(dim=2)
+
+
+def block_pool(x: torch.Tensor, fan_in: int, mode: str = "avg", return_indices: bool = False):
+    """Pool consecutive blocks of ``fan_in`` vertices: [B, V, C] -> [B, V/m, C].
+
+    With ``return_indices`` (``mode="max"``), returns ``(y, indices)``,
+    ``indices`` [B, V/m, C] the fine vertex of each maximum (for
+    :func:`max_unpool`).
+    """
+    B, V, C = x.shape
+    out = _reduce(x.reshape(B, V // fan_in, fan_in, C), mode, None, return_indices)
+    if not return_indices:
+        return out
+    base = torch.arange(0, V, fan_in, device=x.device).view(1, -1, 1)
+    return out.values, out.indices + base
+
+
+def gather_pool(x: torch.Tensor, index: torch.Tensor, mode: str = "avg", weights: torch.Tensor | None = None,
+                return_indices: bool = False):
+    """Pool through a ``[Vc, m]`` index of children: [B, V, C] -> [B, Vc, C].
+
+    ``weights`` [Vc, m] (rows summing to one) make ``"avg"`` a weighted
+    mean; padding entries repeat a child with weight zero, which changes
+    neither the mean nor the max.
+    """
+    B, _, C = x.shape
+    Vc, m = index.shape
+    out = _reduce(x[:, index.reshape(-1)].view(B, Vc, m, C), mode, weights, return_indices)
+    if not return_indices:
+        return out
+    # Position among the children -> fine vertex index.
+    return out.values, index.unsqueeze(0).expand(B, Vc, m).gather(2, out.indices)
+
+
+def block_unpool(x: torch.Tensor, fan_in: int) -> torch.Tensor:
+    """Repeat each coarse value on its ``fan_in`` consecutive children."""
+    B, Vc, C = x.shape
+    return x.unsqueeze(2).expand(B, Vc, fan_in, C).reshape(B, Vc * fan_in, C)
+
+
+def gather_unpool(x: torch.Tensor, parent: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Fine vertex i gets ``sum_p weights[i, p] * x[parent[i, p]]``;
+    ``parent`` [V, p]; without weights (``p = 1``), its parent's value."""
+    B, Vc, C = x.shape
+    V, p = parent.shape
+    xp = x[:, parent.reshape(-1)].view(B, V, p, C)
+    if weights is None:
+        return xp.squeeze(2) if p == 1 else xp.mean(dim=2)
+    return (xp * weights.to(x.dtype)[None, :, :, None]).sum(dim=2)
+
+
+# -- general layout: weighted sums and scatter over the non-zero entries ---------------------------
+def _weighted_sum(x, dst, src, weights, n_out):
+    """out[:, d] = sum over entries of w * x[:, s]: a sparse matrix product."""
+    B, _, C = x.shape
+    vals = x[:, src] * weights.to(x.dtype).view(1, -1, 1)
+    return x.new_zeros(B, n_out, C).index_add_(1, dst, vals)
+
+
+def sparse_pool(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor, n_coarse: int,
+                mode: str = "avg", return_indices: bool = False):
+    """Pool over the non-zero entries ``(rows=coarse, cols=fine)`` of an
+    assignment. ``"avg"``: ``weights`` must be the row-normalised
+    assignment. ``"max"``: ``scatter_reduce("amax")``; with
+    ``return_indices``, ties go to the smallest fine index and the output is
+    ``x`` gathered there, so the gradient reaches one vertex per output.
+    """
+    if mode == "avg":
+        if return_indices:
+            raise ValueError("average pooling has no indices; use mode='max'")
+        return _weighted_sum(x, rows, cols, weights, n_coarse)
+    if mode != "max":
+        raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
+    B, V, C = x.shape
+    vals = x[:, cols]  # [B, nnz, C]
+    r = rows.view(1, -1, 1).expand_as(vals)
+    start = x.new_full((B, n_coarse, C), -torch.inf)
+    if not return_indices:
+        return start.scatter_reduce(1, r, vals, "amax", include_self=True)
+    with torch.no_grad():
+        best = start.scatter_reduce(1, r, vals, "amax", include_self=True)
+        # Candidates: the maxima, and NaNs so that a NaN propagates as in torch.max.
+        hit = (vals == best.gather(1, r)) | torch.isnan(vals)
+        cand = torch.where(hit, cols.view(1, -1, 1).expand_as(vals), V)
+        idx = torch.full((B, n_coarse, C), V, dtype=torch.long, device=x.device)
+        idx = idx.scatter_reduce(1, r, cand, "amin", include_self=True)
+    return x.gather(1, idx), idx
+
+
+def sparse_unpool(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor,
+                  n_fine: int) -> torch.Tensor:
+    """Repeat unpooling by the assignment's transpose: fine vertex i gets
+    sum_j assign[j, i] x_j (columns sum to one: a weighted mean)."""
+    return _weighted_sum(x, cols, rows, weights, n_fine)
+
+
+def max_unpool(x: torch.Tensor, indices: torch.Tensor, n_fine: int, overlapping: bool = False) -> torch.Tensor:
+    """Put each coarse value back at the fine vertex it came from; zeros elsewhere.
+
+    ``indices`` come from a max pooling (``Pool(..., return_indices=True)``).
+    When cells overlap (``overlapping=True``; icosahedral borders), a fine
+    vertex that was the maximum of several cells gets the largest of their
+    values.
+    """
+    if indices.shape != x.shape:
+        raise ValueError(f"max_unpool needs indices of the same shape as the input: got {tuple(indices.shape)} "
+                         f"and {tuple(x.shape)}; pass the indices returned with this pooling's output")
+    B, _, C = x.shape
+    out = x.new_zeros(B, n_fine, C)
+    if overlapping:
+        return out.scatter_reduce(1, indices, x, "amax", include_self=False)
+    return out.scatter(1, indices, x)
+
+
+# -- global pooling ----------------------------------------------------------------------------------
+def global_pool(x: torch.Tensor, mode: str = "mean", weights: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, V, C] -> [B, C] (``"mean"``, ``"max"``) or [B, 2C] (``"meanvar"``:
+    means then variances). ``weights`` [V] (e.g. pixel areas) make the mean
+    and variance area-weighted; they are normalised here.
+
+    >>> global_pool(torch.tensor([[[1.0], [3.0]]]), "meanvar")
+    tensor([[2., 1.]])
+    """
+    if mode not in GLOBAL_MODES:
+        raise ValueError(f"mode must be one of {GLOBAL_MODES}, got {mode!r}")
+    if mode == "max":
+        return x.amax(dim=1)
+    if weights is None:
+        mean = x.mean(dim=1)
+        if mode == "mean":
+            return mean
+        var = (x - mean.unsqueeze(1)).pow(2).mean(dim=1)
+    else:
+        w = weights.to(x.dtype)
+        w = (w / w.sum()).view(1, -1, 1)
+        mean = (x * w).sum(dim=1)
+        if mode == "mean":
+            return mean
+        var = ((x - mean.unsqueeze(1)).pow(2) * w).sum(dim=1)
+    return torch.cat([mean, var], dim=1)
