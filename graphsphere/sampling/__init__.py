@@ -6,7 +6,11 @@
 """
 
 from .base import Sampling, check_lonlat, from_dict, lonlat_to_xyz, xyz_to_lonlat
+from .equiangular import Equiangular
+from .gauss_legendre import GaussLegendre
 from .healpix import HEALPix, check_map_order, check_nside, extend_footprint
+from .icosahedral import Icosahedral
+from .points import Points
 
-__all__ = ["Sampling", "HEALPix", "check_nside", "extend_footprint", "check_map_order",
+__all__ = ["Sampling", "HEALPix", "Equiangular", "GaussLegendre", "Icosahedral", "Points", "check_nside", "extend_footprint", "check_map_order",
            "lonlat_to_xyz", "xyz_to_lonlat", "check_lonlat", "from_dict"]

@@ -45,6 +45,7 @@ def xyz_to_lonlat(xyz: np.ndarray) -> np.ndarray:
     """Longitudes in [0, 360) and latitudes in [-90, 90] (degrees), shape (n, 2)."""
     xyz = np.asarray(xyz, dtype=np.float64)
     lon = np.rad2deg(np.arctan2(xyz[..., 1], xyz[..., 0])) % 360.0
+    lon = np.where(lon >= 360.0, 0.0, lon)  # (-1e-15) % 360 rounds to 360.0
     lat = np.rad2deg(np.arcsin(np.clip(xyz[..., 2] / np.linalg.norm(xyz, axis=-1), -1, 1)))
     return np.stack([lon, lat], axis=-1)
 
