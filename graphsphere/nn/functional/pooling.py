@@ -148,6 +148,10 @@ def check_vertices(x: torch.Tensor, expected: int, what: str) -> None:
                          "is the map at the right resolution/level of the pyramid?")
 
 
+def _needs_grad(x: torch.Tensor) -> bool:
+    return x.requires_grad and torch.is_grad_enabled()
+
+
 # -- regular layouts: reshape or gather, then reduce the children axis ------------------------------
 def _reduce(xc: torch.Tensor, mode: str, weights: torch.Tensor | None, return_indices: bool):
     """xc: [B, Vc, m, C] -> [B, Vc, C] (and the argmax position in 0..m-1)."""
@@ -159,8 +163,11 @@ def _reduce(xc: torch.Tensor, mode: str, weights: torch.Tensor | None, return_in
         return (xc * weights.to(xc.dtype)[None, :, :, None]).sum(dim=2)
     if mode != "max":
         raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
-    # amax is several times faster than max on CPU; indices only when asked.
-    return xc.max(dim=2) if return_indices else xc.amax(dim=2)
+    if return_indices or _needs_grad(xc):
+        # max's backward (a scatter to the argmax) is ~5x faster than amax's.
+        out = xc.max(dim=2)
+        return out if return_indices else out.values
+    return xc.amax(dim=2)  # ~3x faster than max when no gradient is needed
 
 
 def block_pool(x: torch.Tensor, fan_in: int, mode: str = "avg", return_indices: bool = False):
@@ -225,8 +232,9 @@ def sparse_pool(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights
     """Pool over the non-zero entries ``(rows=coarse, cols=fine)`` of an
     assignment. ``"avg"``: ``weights`` must be the row-normalised
     assignment. ``"max"``: ``scatter_reduce("amax")``; with
-    ``return_indices``, ties go to the smallest fine index and the output is
-    ``x`` gathered there, so the gradient reaches one vertex per output.
+    ``return_indices`` or a gradient to compute, ties go to the smallest fine
+    index and the output is ``x`` gathered there, so the gradient reaches
+    one vertex per output (as in the regular layouts).
     """
     if mode == "avg":
         if return_indices:
@@ -235,19 +243,20 @@ def sparse_pool(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights
     if mode != "max":
         raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
     B, V, C = x.shape
-    vals = x[:, cols]  # [B, nnz, C]
-    r = rows.view(1, -1, 1).expand_as(vals)
     start = x.new_full((B, n_coarse, C), -torch.inf)
-    if not return_indices:
-        return start.scatter_reduce(1, r, vals, "amax", include_self=True)
+    r = rows.view(1, -1, 1).expand(B, -1, C)
+    if not (return_indices or _needs_grad(x)):
+        return start.scatter_reduce(1, r, x[:, cols], "amax", include_self=True)
     with torch.no_grad():
+        vals = x[:, cols]  # [B, nnz, C]
         best = start.scatter_reduce(1, r, vals, "amax", include_self=True)
         # Candidates: the maxima, and NaNs so that a NaN propagates as in torch.max.
         hit = (vals == best.gather(1, r)) | torch.isnan(vals)
         cand = torch.where(hit, cols.view(1, -1, 1).expand_as(vals), V)
         idx = torch.full((B, n_coarse, C), V, dtype=torch.long, device=x.device)
         idx = idx.scatter_reduce(1, r, cand, "amin", include_self=True)
-    return x.gather(1, idx), idx
+    y = x.gather(1, idx)
+    return (y, idx) if return_indices else y
 
 
 def sparse_unpool(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor,
