@@ -195,7 +195,7 @@ def gather_pool(x: torch.Tensor, index: torch.Tensor, mode: str = "avg", weights
     """
     B, _, C = x.shape
     Vc, m = index.shape
-    out = _reduce(x[:, index.reshape(-1)].view(B, Vc, m, C), mode, weights, return_indices)
+    out = _reduce(x.index_select(1, index.reshape(-1)).view(B, Vc, m, C), mode, weights, return_indices)
     if not return_indices:
         return out
     # Position among the children -> fine vertex index.
@@ -213,7 +213,7 @@ def gather_unpool(x: torch.Tensor, parent: torch.Tensor, weights: torch.Tensor |
     ``parent`` [V, p]; without weights (``p = 1``), its parent's value."""
     B, Vc, C = x.shape
     V, p = parent.shape
-    xp = x[:, parent.reshape(-1)].view(B, V, p, C)
+    xp = x.index_select(1, parent.reshape(-1)).view(B, V, p, C)
     if weights is None:
         return xp.squeeze(2) if p == 1 else xp.mean(dim=2)
     return (xp * weights.to(x.dtype)[None, :, :, None]).sum(dim=2)
@@ -223,7 +223,7 @@ def gather_unpool(x: torch.Tensor, parent: torch.Tensor, weights: torch.Tensor |
 def _weighted_sum(x, dst, src, weights, n_out):
     """out[:, d] = sum over entries of w * x[:, s]: a sparse matrix product."""
     B, _, C = x.shape
-    vals = x[:, src] * weights.to(x.dtype).view(1, -1, 1)
+    vals = x.index_select(1, src) * weights.to(x.dtype).view(1, -1, 1)
     return x.new_zeros(B, n_out, C).index_add_(1, dst, vals)
 
 
@@ -246,9 +246,9 @@ def sparse_pool(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights
     start = x.new_full((B, n_coarse, C), -torch.inf)
     r = rows.view(1, -1, 1).expand(B, -1, C)
     if not (return_indices or _needs_grad(x)):
-        return start.scatter_reduce(1, r, x[:, cols], "amax", include_self=True)
+        return start.scatter_reduce(1, r, x.index_select(1, cols), "amax", include_self=True)
     with torch.no_grad():
-        vals = x[:, cols]  # [B, nnz, C]
+        vals = x.index_select(1, cols)  # [B, nnz, C]
         best = start.scatter_reduce(1, r, vals, "amax", include_self=True)
         # Candidates: the maxima, and NaNs so that a NaN propagates as in torch.max.
         hit = (vals == best.gather(1, r)) | torch.isnan(vals)
