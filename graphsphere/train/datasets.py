@@ -1,0 +1,292 @@
+"""Datasets for training, by name: a registry of builders.
+
+A builder turns the ``data`` section of a config into :class:`Splits`
+(train/val/test datasets of ``(x [npix, C], y)`` and the sampling they live
+on). Built in: ``synthetic`` (fast toy tasks on any sampling), ``npy`` (your
+own arrays) and ``cosmology`` (``graphsphere.data.cosmology.make_dataset``).
+Add your own with :func:`register_dataset`; its parameters come from a
+pydantic model or, by default, from the builder's keyword arguments::
+
+    @register_dataset("mine", hint="make it with: python make_mine.py")
+    def build_mine(sampling, task, seed, *, path: str, scale: float = 1.0) -> Splits:
+        ...
+
+    # config:  data: {name: mine, path: x.npy, scale: 2}
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, create_model
+
+from .config import ConfigError
+
+__all__ = ["Splits", "register_dataset", "dataset_entry", "build_splits", "DATASETS"]
+
+
+@dataclass
+class Splits:
+    """What a dataset builder returns.
+
+    ``n_out``: classes (classification, segmentation) or regression outputs.
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    sampling: Any
+    in_channels: int
+    n_out: int
+    class_names: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetEntry:
+    name: str
+    builder: Callable[..., Splits]
+    params: type[BaseModel]
+    hint: str | None = None
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _params_from_signature(name: str, fn: Callable, skip=("sampling", "task", "seed")) -> type[BaseModel]:
+    fields = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = p.annotation if p.annotation is not inspect.Parameter.empty else Any
+        if isinstance(ann, str):  # postponed annotations: validate loosely
+            ann = Any
+        fields[p.name] = (ann, ... if p.default is inspect.Parameter.empty else p.default)
+    return create_model(f"{name}_params", __base__=_Params, **fields)
+
+
+def register_dataset(name: str, params: type[BaseModel] | None = None, hint: str | None = None):
+    """Decorator: register ``builder(sampling, task, seed, **params) -> Splits``
+    under ``name``. ``hint`` says how to make or fetch the data (shown when a
+    file is missing)."""
+
+    def deco(builder):
+        schema = params or _params_from_signature(name, builder)
+        DATASETS[name] = DatasetEntry(name, builder, schema, hint)
+        return builder
+
+    return deco
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    if name not in DATASETS:
+        raise ConfigError([("data.name", f" = {name!r}: unknown dataset; allowed: {sorted(DATASETS)} "
+                            "(or register one with graphsphere.train.datasets.register_dataset)")])
+    return DATASETS[name]
+
+
+def build_splits(cfg) -> Splits:
+    """Build the datasets of a validated :class:`~graphsphere.train.config.Config`."""
+    entry = dataset_entry(cfg.data.name)
+    sampling = cfg.sampling.build() if cfg.sampling is not None else None
+    seed = cfg.data.seed if cfg.data.seed is not None else cfg.trainer.seed
+    try:
+        splits = entry.builder(sampling, cfg.task, seed, **dict(cfg.data.params))
+    except FileNotFoundError as e:
+        if entry.hint and entry.hint not in str(e):  # say how to make or fetch the data
+            raise FileNotFoundError(f"{e}\n  {entry.hint}") from None
+        raise
+    if sampling is not None and splits.sampling is not sampling and splits.sampling != sampling:
+        raise ConfigError([("sampling", f": the config says {sampling!r} but dataset {entry.name!r} is on "
+                            f"{splits.sampling!r}; fix the sampling section or remove it")])
+    if splits.train is None or len(splits.train) == 0:
+        raise ValueError(f"dataset {entry.name!r} has no training samples")
+    return splits
+
+
+def _need_sampling(sampling, name):
+    if sampling is None:
+        raise ConfigError([("sampling", f": dataset {name!r} needs a sampling section, "
+                            "e.g. sampling: {type: HEALPix, nside: 8}")])
+
+
+def _split_indices(n: int, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, ...]:
+    """Seeded random split of range(n) into train, val, test."""
+    perm = np.random.default_rng([int(seed), 7]).permutation(n)
+    n_val, n_test = (int(round(f * n)) for f in fractions)
+    if n - n_val - n_test < 1:
+        raise ConfigError([("data", f": val/test fractions {fractions} leave no training sample out of {n}")])
+    return np.sort(perm[n_val + n_test:]), np.sort(perm[:n_val]), np.sort(perm[n_val:n_val + n_test])
+
+
+def _subset(ds, idx):
+    from torch.utils.data import Subset
+
+    return Subset(ds, idx.tolist()) if idx.size else None
+
+
+# -- synthetic ---------------------------------------------------------------------------------------
+class SyntheticParams(_Params):
+    n_train: PositiveInt = 512
+    n_val: NonNegativeInt = 128
+    n_test: NonNegativeInt = 128
+    num_classes: int = Field(2, ge=2)
+    n_targets: Literal[1, 2] = 1
+    noise: NonNegativeFloat = 0.1
+
+
+@register_dataset("synthetic", params=SyntheticParams)
+def build_synthetic(sampling, task, seed, *, n_train, n_val, n_test, num_classes, n_targets, noise) -> Splits:
+    """Toy tasks of ``graphsphere.train.synthetic`` on the configured sampling."""
+    from ..data.maps import MapDataset
+    from .synthetic import make_synthetic
+
+    _need_sampling(sampling, "synthetic")
+    n = n_train + n_val + n_test
+    x, y = make_synthetic(sampling, task, n, num_classes=num_classes, n_targets=n_targets, noise=noise, seed=seed)
+    # Classes cycle in make_synthetic; shuffle before slicing so that splits are random.
+    perm = np.random.default_rng([int(seed), 11]).permutation(n)
+    x, y = x[perm], y[perm]
+    parts = [(0, n_train), (n_train, n_train + n_val), (n_train + n_val, n)]
+    ds = [MapDataset(x[a:b], y[a:b], sampling) if b > a else None for a, b in parts]
+    n_out = n_targets if task == "regression" else num_classes
+    return Splits(*ds, sampling=sampling, in_channels=1, n_out=n_out)
+
+
+# -- npy: users' own arrays ----------------------------------------------------------------------------
+_NPY_HINT = ("save your maps with numpy.save(path, x) as [n_maps, npix] or [n_maps, npix, channels] (pixels in "
+             "the sampling's order, HEALPix NESTED) and targets as [n_maps] (class), [n_maps, k] (regression) or "
+             "[n_maps, npix] (a class per pixel); or write a synthetic stand-in with: "
+             "python -m graphsphere.train.synthetic DIR --nside 8")
+
+
+class NpyParams(_Params):
+    x: str
+    y: str
+    val_x: str | None = None
+    val_y: str | None = None
+    test_x: str | None = None
+    test_y: str | None = None
+    #: Used when val_x/test_x are not given: a seeded random split of x.
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1)
+    #: Memory-map the files (read a map at a time) instead of loading them.
+    mmap: bool = True
+    check_order: bool = True
+    num_classes: PositiveInt | None = None
+
+
+def _check_targets(y, x, task: str, what: str) -> None:
+    n, npix = x.shape[0], x.shape[1]
+    if len(y) != n:
+        raise ValueError(f"{what}: {len(y)} targets for {n} maps")
+    integer = np.issubdtype(y.dtype, np.integer)
+    if task == "classification" and not (y.ndim == 1 and integer):
+        raise ValueError(f"{what}: classification needs one integer class per map, shape [{n}]; "
+                         f"got shape {y.shape}, dtype {y.dtype}")
+    if task == "segmentation" and not (y.ndim == 2 and y.shape[1] == npix and integer):
+        raise ValueError(f"{what}: segmentation needs an integer class per pixel, shape [{n}, {npix}]; "
+                         f"got shape {y.shape}, dtype {y.dtype}")
+    if task == "regression" and y.ndim not in (1, 2, 3):
+        raise ValueError(f"{what}: regression needs targets [n], [n, k] or [n, npix, k]; got shape {y.shape}")
+
+
+@register_dataset("npy", params=NpyParams, hint=_NPY_HINT)
+def build_npy(sampling, task, seed, *, x, y, val_x, val_y, test_x, test_y, val_fraction, test_fraction, mmap,
+              check_order, num_classes) -> Splits:
+    """Arrays from ``.npy`` files (memory-mapped by default)."""
+    from ..data.maps import MapDataset, check_maps, load_array
+
+    _need_sampling(sampling, "npy")
+
+    def pair(fx, fy, name):
+        pre = f"data.{name}_" if name else "data."
+        if (fx is None) != (fy is None):
+            raise ConfigError([(f"{pre}x", f": give both {pre}x and {pre}y, or neither")])
+        if fx is None:
+            return None
+        xs = check_maps(load_array(fx, mmap, f"{pre}x", _NPY_HINT), sampling, what=f"{pre}x ({fx})",
+                        check_order=check_order)
+        ys = load_array(fy, mmap and task == "segmentation", f"{pre}y", _NPY_HINT)
+        _check_targets(ys, xs, task, f"{pre}y ({fy})")
+        if task == "regression" and ys.ndim == 1:
+            ys = ys[:, None]
+        return xs, ys
+
+    train = pair(x, y, "")
+    val, test = pair(val_x, val_y, "val"), pair(test_x, test_y, "test")
+    xs, ys = train
+    channels = xs.shape[2]
+    for other, name in ((val, "val"), (test, "test")):
+        if other is not None and other[0].shape[2] != channels:
+            raise ValueError(f"data.{name}_x has {other[0].shape[2]} channels, data.x has {channels}")
+    if task == "regression":
+        n_out = ys.shape[-1]
+    else:
+        n_out = num_classes or int(max(np.max(p[1]) for p in (train, val, test) if p is not None)) + 1
+        n_out = max(n_out, 2)
+    full = MapDataset(xs, ys)
+    tr_idx, va_idx, te_idx = _split_indices(len(full), (0.0 if val else val_fraction, 0.0 if test else test_fraction),
+                                            seed)
+    splits = Splits(train=_subset(full, tr_idx) if tr_idx.size < len(full) else full,
+                    val=MapDataset(*val) if val else _subset(full, va_idx),
+                    test=MapDataset(*test) if test else _subset(full, te_idx),
+                    sampling=sampling, in_channels=channels, n_out=n_out)
+    return splits
+
+
+# -- cosmology (graphsphere.data.cosmology) -----------------------------------------------------------
+def _cosmology_params() -> type[BaseModel]:
+    """The parameters of ``make_dataset`` plus how to split and how much noise."""
+    try:
+        from ..data import cosmology
+    except ImportError:  # optional module: accept anything, let the builder complain
+        return create_model("cosmology_params", __config__=ConfigDict(extra="allow"))
+    base = _params_from_signature("cosmology_make", cosmology.make_dataset, skip=("seed", "progress"))
+    return create_model("cosmology_params", __base__=base, noise=(NonNegativeFloat, 0.0),
+                        test_fraction=(float, Field(0.2, gt=0, lt=1)), val_fraction=(float, Field(0.1, ge=0, lt=1)))
+
+
+def build_cosmology(sampling, task, seed, *, noise=0.0, test_fraction=0.2, val_fraction=0.1, **kwargs):
+    """Partial-sky convergence maps of two cosmologies to tell apart (the 2019 paper).
+
+    ``noise``: standard deviation of the added white noise, in units of the
+    clean maps' pixel standard deviation (the paper used 0 to 2).
+    """
+    from ..data import cosmology
+    from ..data.maps import MapDataset
+
+    if task != "classification":
+        raise ConfigError([("task", f" = {task!r}: the cosmology dataset is a classification task")])
+    data = cosmology.make_dataset(seed=seed, progress=False, **kwargs)
+    s = data.sampling()
+    train_idx, test_idx = cosmology.split(data, test_fraction=test_fraction, seed=seed)
+    # Validation maps come from the training maps, whole maps at a time (patches of a map share
+    # its large scales), the same number per class (at least one where a class has 2 maps or more).
+    rng = np.random.default_rng([int(seed), 13])
+    val_maps = []
+    for c in np.unique(data.y[train_idx]):
+        maps = np.unique(data.map_id[train_idx][data.y[train_idx] == c])
+        k = min(max(int(round(val_fraction * maps.size)), 1 if val_fraction > 0 else 0), maps.size - 1)
+        val_maps.extend(rng.permutation(maps)[:k].tolist())
+    is_val = np.isin(data.map_id[train_idx], val_maps)
+    val_idx, train_idx = train_idx[is_val], train_idx[~is_val]
+    x = data.noisy(noise)
+    full = MapDataset(x, data.y, s, check_order=False)
+    return Splits(train=_subset(full, train_idx), val=_subset(full, val_idx), test=_subset(full, test_idx),
+                  sampling=s, in_channels=1, n_out=2,
+                  class_names=[f"Omega_m={om}, sigma_8={s8}" for om, s8 in data.cosmologies],
+                  info={"noise": noise})
+
+
+register_dataset("cosmology", params=_cosmology_params(),
+                 hint="the maps are computed with pyccl and healpy, then cached, by "
+                      "graphsphere.data.cosmology.make_dataset: pip install 'graphsphere[cosmology]'")(build_cosmology)
