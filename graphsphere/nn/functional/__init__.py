@@ -2,3 +2,10 @@
 
 Tensors are ``[batch, vertices, channels]`` at this boundary.
 """
+
+from . import pooling
+from .chebyshev import SparseOperator, as_operator, cheb_conv, laplacian_matmul
+from .pooling import global_pool, max_unpool, pooling_plan
+
+__all__ = ["pooling", "SparseOperator", "as_operator", "cheb_conv", "laplacian_matmul", "pooling_plan",
+           "global_pool", "max_unpool"]
