@@ -222,7 +222,11 @@ def test_command_line(tmp_path, capsys):
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     assert main(["evaluate", str(ckpt), "--split", "val", "--json", str(tmp_path / "m.json")]) == 0
-    assert set(json.loads((tmp_path / "m.json").read_text())) >= {"acc", "f1", "map", "loss"}
+    clean = json.loads((tmp_path / "m.json").read_text())
+    assert set(clean) >= {"acc", "f1", "map", "loss"}
+    assert main(["evaluate", str(ckpt), "--split", "val", "--set", "data.noise=3", "--json",
+                 str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["loss"] != clean["loss"]
     np.save(tmp_path / "x.npy", np.zeros((3, 192), np.float32))
     assert main(["predict", str(ckpt), str(tmp_path / "x.npy"), "--out", str(tmp_path / "p.npy")]) == 0
     assert np.load(tmp_path / "p.npy").shape == (3, 2)
@@ -232,3 +236,26 @@ def test_command_line(tmp_path, capsys):
     assert err.startswith(f"error: config error in {cfg}:") and "did you mean 'max_epochs'" in err
     assert main(["evaluate", str(tmp_path / "nope.ckpt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_early_stopping(tmp_path):
+    # A learning rate too small to change anything: no improvement after the first epoch.
+    cfg = tiny(tmp_path, max_epochs=6, early_stopping_patience=1, checkpoint_every_n_steps=0)
+    cfg["optim"]["lr"] = 1e-12
+    cfg["data"]["n_test"] = 0
+    r = fit(cfg)
+    assert r.epochs == 2 and r.global_step == 2 * 64 // 16
+
+
+def test_evaluate_with_other_data_and_netcdf_input(trained, tmp_path):
+    clean = evaluate(trained.best_checkpoint)
+    noisy = evaluate(trained.best_checkpoint, overrides=["data.noise=3.0"])
+    assert noisy["loss"] > clean["loss"]                      # the same model on much noisier maps
+    x = np.random.default_rng(2).normal(size=(4, 192)).astype(np.float32)
+    from scipy.io import netcdf_file
+    with netcdf_file(tmp_path / "in.nc", "w") as f:
+        f.createDimension("time", 4)
+        f.createDimension("pixel", 192)
+        f.createVariable("maps", "f", ("time", "pixel"))[:] = x
+    np.testing.assert_allclose(predict(trained.best_checkpoint, tmp_path / "in.nc"),
+                               predict(trained.best_checkpoint, x), rtol=1e-6)

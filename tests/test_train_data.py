@@ -246,3 +246,25 @@ def test_cosmology_hook(tmp_path):
     assert all(np.bincount(v).tolist() == [12, 12] for v in labels)
     with pytest.raises(ConfigError, match=r"sampling: the config says .*nside=8.* but dataset 'cosmology'"):
         build_splits(load_config({**base, "sampling": {"type": "HEALPix", "nside": 8}}))
+
+
+def test_patches_dataset_from_config(tmp_path):
+    """Maps on disk -> patches, split by whole maps, through the config."""
+    maps = np.stack([_smooth_nested_map(8, seed=i) for i in range(10)]).astype(np.float32)
+    np.save(tmp_path / "maps.npy", maps)
+    np.save(tmp_path / "y.npy", np.arange(10) % 2)
+    cfg = {"task": "classification", "data": {"name": "patches", "maps": str(tmp_path / "maps.npy"),
+                                              "targets": str(tmp_path / "y.npy"), "patch_nside": 2,
+                                              "val_fraction": 0.2, "test_fraction": 0.2}}
+    sp = build_splits(load_config(cfg))
+    assert sp.sampling.npix == 16 and not sp.sampling.full_sphere          # (8 / 2)^2 pixels a patch
+    assert [len(d) for d in (sp.train, sp.val, sp.test)] == [6 * 48, 2 * 48, 2 * 48]
+    maps_of = [{i // 48 for i in d.indices} for d in (sp.train, sp.val, sp.test)]
+    assert not (maps_of[0] & maps_of[1]) and not (maps_of[0] & maps_of[2])   # no map in two splits
+    x, y = sp.val[5]
+    m = sp.val.indices[5] // 48
+    np.testing.assert_array_equal(x[:, 0].numpy(), maps[m, 5 * 16:6 * 16])
+    assert int(y) == m % 2
+    np.save(tmp_path / "y.npy", np.arange(9) % 2)
+    with pytest.raises(ValueError, match="10 maps but 9 labels"):
+        build_splits(load_config(cfg))

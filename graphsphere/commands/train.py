@@ -1,7 +1,7 @@
 """``graphsphere train / evaluate / predict``: the training engine on the command line.
 
     graphsphere train experiments/example_synthetic.yaml trainer.max_epochs=3 optim.lr=0.01
-    graphsphere evaluate runs/example_synthetic/checkpoints/best.ckpt --split test
+    graphsphere evaluate runs/example_synthetic/checkpoints/best.ckpt --split test --set data.noise=0.5
     graphsphere predict runs/example_synthetic/checkpoints/best.ckpt maps.npy --out pred.nc
 
 Overrides are ``section.field=value`` with the value read as YAML. Errors in
@@ -81,8 +81,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on its data set's test (or val) split")
     p.add_argument("checkpoint")
-    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
-                   help="change the data, e.g. data.noise=0.5")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="change the data, e.g. --set data.noise=0.5 (repeatable)")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--accelerator", default="auto")

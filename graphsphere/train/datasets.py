@@ -243,6 +243,50 @@ def build_npy(sampling, task, seed, *, x, y, val_x, val_y, test_x, test_y, val_f
     return splits
 
 
+# -- patches: partial-sky patches streamed from full-sky maps on disk -----------------------------------
+class PatchParams(_Params):
+    #: .npy of full-sky maps [n_maps, 12 nside^2], NESTED; memory-mapped, never loaded.
+    maps: str
+    #: .npy of one target per map [n_maps] (class) or [n_maps, k] (regression); its patches share it.
+    targets: str
+    patch_nside: PositiveInt
+    #: Whole maps go to validation and test (patches of a map share its large scales).
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    num_classes: PositiveInt | None = None
+
+
+@register_dataset("patches", params=PatchParams, hint=_NPY_HINT)
+def build_patches(sampling, task, seed, *, maps, targets, patch_nside, val_fraction, test_fraction,
+                  num_classes) -> Splits:
+    """Maps larger than memory: :class:`graphsphere.data.maps.PatchDataset` per split.
+
+    Every patch goes through the graph of the first patch (see PatchDataset).
+    """
+    from ..data.maps import PatchDataset, load_array
+
+    if task == "segmentation":
+        raise ConfigError([("task", " = 'segmentation': the patches dataset has one target per map; "
+                            "use the npy dataset for a class per pixel")])
+    y = np.asarray(load_array(targets, mmap=False, what="data.targets", hint=_NPY_HINT))
+    if task == "classification" and not (y.ndim == 1 and np.issubdtype(y.dtype, np.integer)):
+        raise ValueError(f"data.targets ({targets}): classification needs one integer class per map, got shape "
+                         f"{y.shape}, dtype {y.dtype}")
+    if task == "regression":
+        y = (y[:, None] if y.ndim == 1 else y).astype(np.float32)
+    full = PatchDataset(maps, patch_nside, labels=y, what="data.maps")
+    tr, va, te = _split_indices(full.maps.shape[0], (val_fraction, test_fraction), seed)
+
+    def part(idx):  # all patches of the maps idx (PatchDataset is map-major)
+        return _subset(full, (idx[:, None] * full.patches.size + np.arange(full.patches.size)).ravel())
+
+    if sampling is not None and sampling != full.sampling:
+        raise ConfigError([("sampling", f": patches of nside {full.nside} maps at patch_nside {patch_nside} are on "
+                            f"{full.sampling!r}; remove the sampling section (it comes from the data)")])
+    n_out = y.shape[1] if task == "regression" else (num_classes or max(int(y.max()) + 1, 2))
+    return Splits(part(tr), part(va), part(te), sampling=full.sampling, in_channels=1, n_out=n_out)
+
+
 # -- cosmology (graphsphere.data.cosmology) -----------------------------------------------------------
 def _cosmology_params() -> type[BaseModel]:
     """The parameters of ``make_dataset`` plus how to split and how much noise."""

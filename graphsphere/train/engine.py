@@ -117,8 +117,16 @@ def _plain(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
+def _latest_checkpoint(out: Path) -> Path | None:
+    """The newest of ``checkpoints/last.ckpt`` and the ``hpc_ckpt_*.ckpt`` that
+    Lightning writes when SLURM signals a job before requeueing it."""
+    found = [p for p in [out / "checkpoints" / "last.ckpt", *out.glob("hpc_ckpt_*.ckpt")] if p.exists()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def fit(config, overrides=None, *, callbacks=()) -> FitResult:
-    """Train as the config says; resume from ``output_dir/checkpoints/last.ckpt`` if it exists.
+    """Train as the config says; resume from ``output_dir/checkpoints/last.ckpt`` if it exists
+    (or from a newer SLURM requeue checkpoint ``output_dir/hpc_ckpt_*.ckpt``).
 
     ``config``: a YAML path, a dict or a :class:`Config`; ``overrides``:
     ``["trainer.max_epochs=3", ...]``. Writes ``config.yaml``, checkpoints,
@@ -142,10 +150,9 @@ def fit(config, overrides=None, *, callbacks=()) -> FitResult:
     dm = SphereDataModule(splits, cfg.trainer.batch_size, seed, cfg.data.num_workers)
 
     last = out / "checkpoints" / "last.ckpt"
-    resume_from = None
-    if cfg.trainer.resume and last.exists():
-        module.check_compatible(read_checkpoint(last)["graphsphere"], last)
-        resume_from = last
+    resume_from = _latest_checkpoint(out) if cfg.trainer.resume else None
+    if resume_from is not None:
+        module.check_compatible(read_checkpoint(resume_from)["graphsphere"], resume_from)
     trainer = build_trainer(cfg, out, has_val=splits.val is not None, callbacks=callbacks,
                             steps_per_epoch=len(splits.train) // cfg.trainer.batch_size)
     if trainer.is_global_zero:
