@@ -129,14 +129,15 @@ def test_patches_stream_from_a_file_larger_than_the_batches(tmp_path):
     next(iter(loader))                        # warm up: first-use allocations of torch and the loader
     before = _rss_bytes()
     seen = 0
-    for k, (x, y) in enumerate(loader):
+    for x, _ in loader:
         assert x.shape == (8, block, 1)
         seen += 8
         if seen == 48:
             break
     grown = _rss_bytes() - before
     read = seen * block * 4
-    print(f"RSS grew by {grown / 1e6:.1f} MB reading {seen} patches ({read / 1e6:.1f} MB) of a {size / 1e6:.0f} MB file")
+    print(f"RSS grew by {grown / 1e6:.1f} MB reading {seen} patches ({read / 1e6:.1f} MB) "
+          f"of a {size / 1e6:.0f} MB file")
     # 48 random patches of 64 KB (3 MB, 1/16 of the file) were read. The process grows by a small
     # multiple of that (the kernel maps the pages around each read: up to 64 KB windows on both
     # sides of a patch), far from the whole file.
@@ -153,8 +154,7 @@ def test_patches_stream_from_a_file_larger_than_the_batches(tmp_path):
             return out
 
     ds.maps = Recorder(ds.maps)
-    for x, y in loader:
-        break
+    next(iter(loader))
     assert ds.maps.sizes == [block] * 8       # one patch-sized read per sample, nothing more
     i = 201                                    # map 1, patch 201 - 192 = 9
     x, y = ds[i]
@@ -207,7 +207,8 @@ def test_npy_dataset_splits(tmp_path):
 
 
 def test_npy_dataset_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"data\.x: file not found.*\n.*python -m graphsphere\.train\.synthetic"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"data\.x: file not found.*\n.*python -m graphsphere\.train\.synthetic"):
         build_splits(load_config(_npy_config(tmp_path)))
     save_example(tmp_path, nside=8, n=10, seed=0)            # nside 8 data, nside 4 sampling
     with pytest.raises(ValueError, match=r"data\.x .*768 pixels per map.*192.*nside: 8"):

@@ -33,7 +33,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
                       PrivateAttr, ValidationError, field_validator, model_validator)
 
 __all__ = ["Config", "ConfigError", "load_config", "apply_overrides", "DataConfig", "SamplingConfig",
-           "ModelConfig", "OptimConfig", "TrainerConfig"]
+           "ModelConfig", "OptimConfig", "TrainerConfig", "resolve_model_class", "AUTOMATIC_MODEL_ARGS"]
 
 TASKS = ("classification", "regression", "segmentation")
 
@@ -132,6 +132,29 @@ class DataConfig(BaseModel):
         return self
 
 
+#: Model arguments filled in from the data and the task, never from the config.
+AUTOMATIC_MODEL_ARGS = ("sampling", "in_channels", "out_features", "out_channels", "task")
+BUILTIN_MODELS = ("SphericalCNN", "SphericalUNet")
+
+
+def resolve_model_class(name: str):
+    """``SphericalCNN`` / ``SphericalUNet`` (``graphsphere.models``) or ``"package.module:Class"``."""
+    import importlib
+
+    if ":" in name:
+        mod, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError([("model.type", f" = {name!r}: cannot import it ({e})")]) from None
+    if name not in BUILTIN_MODELS:
+        raise ConfigError([("model.type", f" = {name!r}: unknown model; allowed: {list(BUILTIN_MODELS)} or "
+                            "'package.module:Class' for your own")])
+    from .. import models
+
+    return getattr(models, name)
+
+
 class ModelConfig(BaseModel):
     """``type`` (``SphericalCNN``, ``SphericalUNet`` or ``"package.module:Class"``)
     and its constructor arguments. The sampling, the number of input channels,
@@ -146,8 +169,6 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
-        from .module import AUTOMATIC_MODEL_ARGS, resolve_model_class
-
         cls = resolve_model_class(self.type)
         issues = []
         sig = inspect.signature(cls)

@@ -8,7 +8,6 @@ state, so that a resumed run continues bit for bit.
 
 from __future__ import annotations
 
-import importlib
 import random
 from typing import Any
 
@@ -17,36 +16,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Config, ConfigError
+from .config import AUTOMATIC_MODEL_ARGS, Config, ConfigError, resolve_model_class
 from .metrics import make_metrics
 
-__all__ = ["SphereTask", "resolve_model_class", "build_model", "AUTOMATIC_MODEL_ARGS", "CHECKPOINT_FORMAT",
+__all__ = ["SphereTask", "build_model", "convert_sync_batchnorm", "CHECKPOINT_FORMAT",
            "CheckpointError", "read_checkpoint", "sampling_to_plain", "sampling_from_plain"]
 
-#: Filled in from the data and the task, never from the config.
-AUTOMATIC_MODEL_ARGS = ("sampling", "in_channels", "out_features", "out_channels", "task")
-BUILTIN_MODELS = ("SphericalCNN", "SphericalUNet")
 CHECKPOINT_FORMAT = 1
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is not ours, is damaged, or belongs to another model."""
-
-
-def resolve_model_class(name: str):
-    """``SphericalCNN`` / ``SphericalUNet`` (``graphsphere.models``) or ``"package.module:Class"``."""
-    if ":" in name:
-        mod, _, attr = name.partition(":")
-        try:
-            return getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError([("model.type", f" = {name!r}: cannot import it ({e})")]) from None
-    if name not in BUILTIN_MODELS:
-        raise ConfigError([("model.type", f" = {name!r}: unknown model; allowed: {list(BUILTIN_MODELS)} or "
-                            "'package.module:Class' for your own")])
-    from .. import models
-
-    return getattr(models, name)
 
 
 def build_model(model_cfg, task: str, sampling, in_channels: int, n_out: int) -> torch.nn.Module:
@@ -63,10 +43,9 @@ def build_model(model_cfg, task: str, sampling, in_channels: int, n_out: int) ->
     kwargs = {k: v for k, v in auto.items() if k in params}
     kwargs.update(model_cfg.extra)
     try:
-        model = cls(**kwargs)
+        return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError([("model", f" ({model_cfg.type}): {e}")]) from None
-    return model
 
 
 def convert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
