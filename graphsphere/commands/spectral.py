@@ -15,8 +15,12 @@ import time
 
 def _graph(args):
     import graphsphere as gs
+    from graphsphere import kernel_widths
 
-    return gs.SphereGraph(gs.sampling.HEALPix(nside=args.nside), k=args.k, kernel_width=args.kernel_width,
+    kw = args.kernel_width
+    if kw == "published":  # the DeepSphere v2 widths (and their sigma * nside law), fixed for reproducible docs
+        kw = kernel_widths.sigma_to_t(kernel_widths.published_sigma(args.nside, args.k))
+    return gs.SphereGraph(gs.sampling.HEALPix(nside=args.nside), k=args.k, kernel_width=kw,
                           laplacian=args.laplacian)
 
 
@@ -31,7 +35,7 @@ def _common(p, nside: int, out: str) -> None:
     p.add_argument("--nside", type=int, default=nside, help=f"HEALPix resolution (default {nside})")
     p.add_argument("--k", type=int, default=8, help="neighbours per vertex (default 8)")
     p.add_argument("--kernel-width", type=_kernel_width, default="auto",
-                   help="auto | tuned | mean | a number t (default auto)")
+                   help="auto | tuned | published | mean | a number t (default auto)")
     p.add_argument("--laplacian", choices=["normalized", "combinatorial"], default="normalized")
     p.add_argument("--out", default=out, help=f"PNG to write (default {out})")
 
@@ -83,8 +87,14 @@ def run_filter(args) -> int:
 
     from ..plot.maps import mollview, savefig
     from ..plot.spectral import plot_filter_response, plot_transfer_function
-    from ..spectral import (chebyshev_coefficients, chebyshev_order, fit_ll1_scale, gaussian_beam,
-                            apply_filter, transfer_function)
+    from ..spectral import (
+        apply_filter,
+        chebyshev_coefficients,
+        chebyshev_order,
+        fit_ll1_scale,
+        gaussian_beam,
+        transfer_function,
+    )
 
     g = _graph(args)
     nside = args.nside
@@ -132,7 +142,7 @@ def run_filter(args) -> int:
     near = dist < 3 * args.fwhm
     fig = plt.figure(figsize=(16, 8))
     vmax = max(y.max(), ref.max())
-    kw = dict(vmin=0, vmax=vmax, cmap="magma", colorbar=True)
+    kw = {"vmin": 0, "vmax": vmax, "cmap": "magma", "colorbar": True}
     mollview(y, ax=fig.add_subplot(2, 3, 1, projection="mollweide"), title=f"graph heat kernel, K={K}", **kw)
     mollview(ref, ax=fig.add_subplot(2, 3, 2, projection="mollweide"), title=f"healpy.smoothing, fwhm {args.fwhm} deg",
              **kw)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mollview", "scatter", "savefig"]
+__all__ = ["mollview", "savefig", "scatter"]
 
 
 def _mollweide_axes(ax, figsize=(8, 4.5)):

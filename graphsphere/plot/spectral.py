@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_spectrum", "plot_alignment", "plot_filter_response", "plot_transfer_function"]
+__all__ = ["plot_alignment", "plot_filter_response", "plot_spectrum", "plot_transfer_function"]
 
 
 def _axes(ax, figsize=(5.5, 4)):
