@@ -33,11 +33,11 @@ def demo_samplings(scale: int = 1):
     ]
 
 
-def graph_table(samplings, k: int = 8) -> list[dict]:
-    """Build each sampling's graph and return one row of statistics per graph."""
+def graph_table(samplings, k: int = 8) -> tuple[list[dict], list]:
+    """Build each sampling's graph; return one row of statistics per graph, and the graphs."""
     import graphsphere as gs
 
-    rows = []
+    rows, graphs = [], []
     for s in samplings:
         t0 = time.perf_counter()
         with warnings.catch_warnings():  # disconnected graphs are reported in the table
@@ -51,7 +51,33 @@ def graph_table(samplings, k: int = 8) -> list[dict]:
                      "edge (deg)": round(st["edge_deg_mean"], 3), "t": f"{g.t:.3g}",
                      "lmax": round(lmax / 1.02, 4), "components": g.n_components,
                      "build (s)": round(t1 - t0, 3)})
-    return rows
+        graphs.append(g)
+    return rows, graphs
+
+
+def filtered_maps_figure(graphs, path: Path, fwhm_deg: float = 20.0) -> None:
+    """White noise on each sampling and the same noise smoothed by a Chebyshev heat-kernel
+    filter (a Gaussian beam of ``fwhm_deg`` through lambda ~ c l(l+1)), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import spectral
+    from ..plot import maps
+
+    fig, axes = plt.subplots(len(graphs), 2, figsize=(9, 2.4 * len(graphs)),
+                             subplot_kw={"projection": "mollweide"})
+    rng = np.random.default_rng(0)
+    for (ax_in, ax_out), g in zip(axes, graphs):
+        x = rng.standard_normal(g.npix)
+        y = spectral.smooth(g, x, fwhm=np.radians(fwhm_deg))
+        name = g.sampling.describe().split("(")[0]
+        maps.scatter(g.sampling, x, ax=ax_in, title=f"{name}: white noise", colorbar=False)
+        maps.scatter(g.sampling, y, ax=ax_out, title=f"heat-kernel filtered ({fwhm_deg:g} deg)", colorbar=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -65,11 +91,16 @@ def format_table(rows: list[dict]) -> str:
 def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = graph_table(demo_samplings(args.scale), k=args.k)
+    rows, graphs = graph_table(demo_samplings(args.scale), k=args.k)
     table = format_table(rows)
     print(table)
     (out / "graphs.md").write_text(table + "\n")
     print(f"wrote {out / 'graphs.md'}")
+    try:
+        filtered_maps_figure(graphs, out / "filtered_maps.png")
+        print(f"wrote {out / 'filtered_maps.png'}")
+    except ImportError:
+        print("matplotlib is missing: no picture (pip install 'graphsphere[plot]')")
     return 0
 
 
