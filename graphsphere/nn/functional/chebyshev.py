@@ -31,7 +31,7 @@ import warnings
 
 import torch
 
-from . import _csrmm
+from . import _cpu_kernel as _cpu_kernel_mod
 
 __all__ = ["SparseOperator", "as_operator", "cheb_conv", "laplacian_matmul"]
 
@@ -166,112 +166,161 @@ def _check_operator(op: SparseOperator) -> None:
         raise ValueError("the operator has NaN or Inf entries: check the graph's weights and lmax")
 
 
-# -- the sparse product ------------------------------------------------------
+# -- one fused step of a recursion ---------------------------------------------
 
-_PARALLEL_MIN_WORK = 1 << 18  # multiply-adds (nnz x channels) below which one thread is faster
+_PARALLEL_MIN_WORK = 1 << 18  # multiply-adds per step below which one thread is faster (threads cost ~50 us)
+
+
+def _vp(t: torch.Tensor) -> torch.Tensor:
+    """t as a [V, P, channels] tensor whose channels are contiguous."""
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
+def _step(op: SparseOperator, *, X=None, alpha=1.0, Y=None, beta=1.0, E=None, Wpre=None, obias=None,
+          store=True, out=None, Wpost=None, acc=None, acc_init=False, abias=None, G=None, gram=None):
+    """One pass over the vertices. Per vertex i, with signals [V, P, channels]:
+
+        t_i = alpha L~_i X + beta Y_i + E_i @ Wpre + obias
+        out_i = t_i (if store);  acc_i = [abias +] acc_i + t_i @ Wpost;  gram += G_i^T t_i
+
+    Any of X, Y, E, Wpost, G may be None. ``out`` (contiguous, may be Y, not
+    X) is allocated when None. Returns out (or None without store).
+    """
+    ref = next(t for t in (X, Y, E) if t is not None)
+    V, P = ref.shape[0], ref.shape[1]
+    C = (X if X is not None else Y).shape[2] if (X is not None or Y is not None) else Wpre.shape[1]
+    if store and out is None:
+        out = torch.empty(V, P, C, dtype=ref.dtype, device=ref.device)
+    X, Y, E, G = (None if t is None else _vp(t) for t in (X, Y, E, G))
+    kern = _cpu_kernel(ref, op)
+    if kern is not None:
+        def ptr(t):
+            return 0 if t is None else t.data_ptr()
+
+        def strides(t):
+            return (0, 0) if t is None else (t.stride(0), t.stride(1))
+
+        work = (op.nnz * P * C if X is not None else 0) + V * P * C * (
+            (0 if E is None else E.shape[2]) + (0 if Wpost is None else Wpost.shape[1])
+            + (0 if G is None else G.shape[2]))
+        nthreads = torch.get_num_threads() if work >= _PARALLEL_MIN_WORK else 1
+        status = kern(op.indptr.data_ptr(), op.indices.data_ptr(), op.values.data_ptr(), V, P, C,
+                      ptr(X), *strides(X), float(alpha), ptr(Y), *strides(Y), float(beta),
+                      ptr(E), *strides(E), 0 if E is None else E.shape[2], ptr(Wpre),
+                      ptr(obias), ptr(out if store else None),
+                      ptr(Wpost), 0 if Wpost is None else Wpost.shape[1], ptr(acc), int(acc_init), ptr(abias),
+                      ptr(G), *strides(G), 0 if G is None else G.shape[2], ptr(gram), nthreads)
+        if status != 0:
+            raise MemoryError("the Chebyshev kernel could not allocate its per-thread scratch rows")
+        return out if store else None
+    # Pure torch: the same arithmetic, with temporaries.
+    t = None
+    if X is not None:
+        t = torch.sparse.mm(op.to_torch(), X.reshape(V, P * C)).view(V, P, C)
+        if alpha != 1:
+            t.mul_(alpha)
+    if Y is not None:
+        t = Y * beta if t is None else t.add_(Y, alpha=beta)
+    if E is not None:
+        h = torch.matmul(E, Wpre)
+        t = h if t is None else t.add_(h)
+    if t is None:
+        t = torch.zeros(V, P, C, dtype=ref.dtype, device=ref.device)
+    if obias is not None:
+        t.add_(obias)
+    if Wpost is not None:
+        t2, a2 = t.reshape(V * P, C), acc.view(V * P, -1)
+        if acc_init:
+            torch.mm(t2, Wpost, out=a2)
+            if abias is not None:
+                a2.add_(abias)
+        else:
+            a2.addmm_(t2, Wpost)
+    if G is not None:
+        gram.addmm_(G.reshape(V * P, -1).t(), t.reshape(V * P, C))
+    if store:
+        out.copy_(t)
+        return out
+    return None
+
+
+def _cpu_kernel(ref: torch.Tensor, op: SparseOperator):
+    if ref.device.type != "cpu" or ref.dtype not in (torch.float32, torch.float64):
+        return None
+    fns = _cpu_kernel_mod.load()
+    if fns is None:
+        return None
+    return fns[(str(ref.dtype)[6:], str(op.indices.dtype)[6:])]
+
 
 def laplacian_matmul(op: SparseOperator, X: torch.Tensor, alpha: float = 1.0, Y: torch.Tensor | None = None,
                      beta: float = 0.0, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``alpha * (L~ @ X) + beta * Y`` for vertex-major X of shape [n, ...].
+    """``alpha * (L~ @ X) + beta * Y`` for a signal X of shape [V, P, channels].
 
-    X must be contiguous; ``out`` (optional, contiguous, not X) may be Y itself.
-    On CPU with the compiled kernel this is one fused pass; elsewhere it falls
-    back to torch's sparse CSR product.
+    ``out`` (optional, contiguous) may be Y itself, not X. On CPU this is one
+    pass of the compiled kernel; elsewhere torch's sparse CSR product.
+
+    >>> import torch, scipy.sparse as sp
+    >>> op = as_operator(sp.csr_matrix([[0.0, 1.0], [1.0, 0.0]]))
+    >>> laplacian_matmul(op, torch.tensor([[[1.0]], [[2.0]]])).flatten().tolist()
+    [2.0, 1.0]
     """
-    if X.shape[0] != op.n:
-        raise ValueError(f"the signal has {X.shape[0]} vertices, the operator {op.n}")
+    if X.dim() != 3 or X.shape[0] != op.n:
+        raise ValueError(f"X must be [{op.n}, P, channels] for this operator, got {tuple(X.shape)}")
     if X.dtype != op.dtype:
         raise TypeError(f"signal dtype {X.dtype} differs from operator dtype {op.dtype}")
-    if out is None:
-        out = torch.empty_like(X, memory_format=torch.contiguous_format)
-    kern = _cpu_kernel(X, op)
-    if kern is not None:
-        if not X.is_contiguous() or (Y is not None and not Y.is_contiguous()) or not out.is_contiguous():
-            raise ValueError("laplacian_matmul needs contiguous tensors")
-        if Y is not None and Y.shape != X.shape:
-            raise ValueError(f"Y has shape {tuple(Y.shape)}, X {tuple(X.shape)}")
-        q = X[0].numel()
-        # Threads are started per call (~50 us): only worth it for large products.
-        nthreads = torch.get_num_threads() if op.nnz * q >= _PARALLEL_MIN_WORK else 1
-        kern(op.indptr.data_ptr(), op.indices.data_ptr(), op.values.data_ptr(), X.data_ptr(),
-             0 if Y is None else Y.data_ptr(), out.data_ptr(), 1, op.n, q,
-             float(alpha), float(beta), nthreads)
-        return out
-    AX = torch.sparse.mm(op.to_torch(), X.reshape(op.n, -1)).view(X.shape)
-    if Y is None:
-        return out.copy_(AX).mul_(alpha) if alpha != 1 else out.copy_(AX)
-    return torch.add(AX if alpha == 1 else AX.mul_(alpha), Y, alpha=beta, out=out)
+    if Y is not None and Y.shape != X.shape:
+        raise ValueError(f"Y has shape {tuple(Y.shape)}, X {tuple(X.shape)}")
+    if out is not None and (not out.is_contiguous() or out.shape != X.shape or out.data_ptr() == X.data_ptr()):
+        raise ValueError("out must be a contiguous tensor shaped like X, and not X itself")
+    return _step(op, X=X, alpha=alpha, Y=Y if beta != 0 else None, beta=beta, out=out)
 
 
-def _cpu_kernel(X: torch.Tensor, op: SparseOperator):
-    if X.device.type != "cpu" or X.dtype not in (torch.float32, torch.float64):
-        return None
-    fns = _csrmm.load()
-    if fns is None:
-        return None
-    return fns[(str(X.dtype)[6:], str(op.indices.dtype)[6:])]
+# -- Chebyshev recursion and Clenshaw summation, one fused step per term --------
 
-
-# -- Chebyshev recursion and Clenshaw summation --------------------------------
-
-def _chebyshev_terms(op: SparseOperator, x: torch.Tensor, K: int):
-    """Yield T_0 x, T_1 x, ..., T_{K-1} x (vertex-major), two buffers in all.
-
-    Each yielded tensor is overwritten two steps later: use it at once."""
-    yield x
+def _recurse(op: SparseOperator, x: torch.Tensor, K: int, per_k, own: bool = False) -> None:
+    """Run T_0 x, ..., T_{K-1} x (x: [V, P, C]) through ``_step``, with the
+    mixing / Gram arguments ``per_k(k)`` for each term. Two buffers in all:
+    T_k = 2 L~ T_{k-1} - T_{k-2} is written over T_{k-2} (over x only if
+    ``own``: x is a private buffer), and the last term is not stored at all."""
+    # The sparse product gathers whole vertex rows: a strided x (the layer's
+    # batch-major input) is copied to vertex-major order by the first step.
+    copy = K > 1 and not x.is_contiguous()
+    xc = _step(op, Y=x, beta=1.0, store=copy, **per_k(0))
+    x, copy = (xc, True) if copy else (x, own)
     if K == 1:
         return
-    prev, cur = x, laplacian_matmul(op, x)
-    yield cur
-    for _ in range(2, K):
-        # T_k = 2 L~ T_{k-1} - T_{k-2}, written over T_{k-2} (never over x).
-        nxt = laplacian_matmul(op, cur, 2.0, prev, -1.0, out=None if prev is x else prev)
-        yield nxt
+    prev, cur = x, _step(op, X=x, store=K > 2, **per_k(1))
+    for k in range(2, K):
+        nxt = _step(op, X=cur, alpha=2.0, Y=prev, beta=-1.0, store=k < K - 1,
+                    out=prev if prev is not x or copy else None, **per_k(k))
         prev, cur = cur, nxt
 
 
-def _clenshaw(op: SparseOperator, h_minus, K: int) -> torch.Tensor:
-    """S = sum_k T_k(L~) h_k by Clenshaw's recurrence, two buffers in all.
-
-    ``h_minus(k, b)`` returns h_k - b, overwriting b (or a new h_k when b is
-    None). b_k = h_k + 2 L~ b_{k+1} - b_{k+2} for k = K-1..1; then
-    S = h_0 + L~ b_1 - b_2.
-    """
-    b1 = b2 = None
-    for k in range(K - 1, 0, -1):
-        t = h_minus(k, b2)
-        if b1 is not None:
-            t = laplacian_matmul(op, b1, 2.0, t, 1.0, out=t)
+def _clenshaw(op: SparseOperator, E: torch.Tensor, W: torch.Tensor, bias=None) -> torch.Tensor:
+    """S = sum_k T_k(L~) (E @ W[k]) (+ bias) by Clenshaw's recurrence, the
+    products E @ W[k] formed inside each step: b_{K-1} = E W_{K-1};
+    b_k = E W_k + 2 L~ b_{k+1} - b_{k+2}; S = E W_0 + L~ b_1 - b_2."""
+    K = W.shape[0]
+    if K == 1:
+        return _step(op, E=E, Wpre=W[0], obias=bias)
+    b2, b1 = None, _step(op, E=E, Wpre=W[K - 1])
+    for k in range(K - 2, -1, -1):
+        last = k == 0
+        t = _step(op, X=b1, alpha=1.0 if last else 2.0, Y=b2, beta=-1.0, E=E, Wpre=W[k],
+                  obias=bias if last else None, out=b2)
         b2, b1 = b1, t
-    s = h_minus(0, b2)
-    if b1 is not None:
-        s = laplacian_matmul(op, b1, 1.0, s, 1.0, out=s)
-    return s
+    return b1
 
 
-def _mix(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None, beta: float = 1.0) -> torch.Tensor:
-    """Channel mixing of a vertex-major signal [V, B, Cin] @ [Cin, Cout]:
-    out <- x @ w + beta * out (in place), or a new x @ w."""
-    x2 = x.reshape(-1, x.shape[-1])
-    if out is None:
-        return torch.mm(x2, w).view(*x.shape[:-1], w.shape[1])
-    out.view(-1, w.shape[1]).addmm_(x2, w, beta=beta)
-    return out
-
-
-def _forward(op: SparseOperator, xv: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """y (vertex-major) from vertex-major x; the sparse products run on
-    whichever side has fewer channels."""
+def _forward(op: SparseOperator, xv: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+    """y (vertex-major [V, B, Cout]) from x ([V, B, Cin], any strides): the
+    sparse products run on whichever side has fewer channels."""
     K, cin, cout = weight.shape
     if K > 1 and cout < cin:
-        # Clenshaw on the output side: S = sum_k T_k (x theta_k).
-        y = _clenshaw(op, lambda k, b: _mix(xv, weight[k]) if b is None else _mix(xv, weight[k], b, -1.0), K)
-    else:
-        y = None
-        for k, t in enumerate(_chebyshev_terms(op, xv, K)):
-            y = _mix(t, weight[k]) if y is None else _mix(t, weight[k], y)
-    if bias is not None:
-        y += bias
+        return _clenshaw(op, xv, weight, bias)  # sum_k T_k (x theta_k): Cout channels
+    y = torch.empty(xv.shape[0], xv.shape[1], cout, dtype=xv.dtype, device=xv.device)
+    _recurse(op, xv, K, lambda k: dict(Wpost=weight[k], acc=y, acc_init=k == 0, abias=bias))
     return y
 
 
@@ -280,9 +329,10 @@ class _ChebConvFunction(torch.autograd.Function):
 
     With G = dL/dy and symmetric L~ (so T_k^T = T_k):
       dL/dtheta_k = (T_k x)^T G = x^T (T_k G),   dL/dx = sum_k T_k (G theta_k^T).
-    Either recurse on G (Cout channels): Z_k = T_k G gives both gradients; or
-    recurse on x (Cin channels) for dtheta and sum dx by Clenshaw (Cin
-    channels, skipped when x needs no gradient). The cheaper one is taken.
+    Either recurse on G (Cout channels): each Z_k = T_k G gives both gradients
+    in the same pass; or recurse on x (Cin channels) for dtheta, and sum dx by
+    Clenshaw (Cin channels, skipped when x needs no gradient, as for the
+    first layer of a network). The cheaper is taken.
     """
 
     @staticmethod
@@ -299,27 +349,28 @@ class _ChebConvFunction(torch.autograd.Function):
         op = ctx.op
         K, cin, cout = weight.shape
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        own = not gy.is_contiguous()  # then the vertex-major copy is ours to overwrite
         gy = gy.contiguous()
         gx = gw = gb = None
         if need_b and ctx.has_bias:
-            gb = gy.reshape(-1, cout).sum(0)
-        x2 = xv.reshape(-1, cin)
-        cost_g = cout  # one recursion on G
-        cost_x = cin * (int(need_w) + int(need_x))  # recursion on x, Clenshaw on G theta^T
-        if need_w and K > 1 and cost_x < cost_g:
-            gw = torch.empty_like(weight)
-            for k, t in enumerate(_chebyshev_terms(op, xv, K)):
-                torch.mm(t.reshape(-1, cin).t(), gy.reshape(-1, cout), out=gw[k])
+            gb = gy.sum((0, 1))
+        wT = weight.transpose(1, 2).contiguous()  # theta_k^T: [K, Cout, Cin]
+        if need_w and K > 1 and cin * (int(need_w) + int(need_x)) < cout:
+            gwT = torch.zeros(K, cout, cin, dtype=weight.dtype, device=weight.device)
+            _recurse(op, xv, K, lambda k: dict(G=gy, gram=gwT[k]))  # (T_k x)^T G, transposed
+            gw = gwT.transpose(1, 2).contiguous()
             if need_x:
-                gx = _clenshaw(op, lambda k, b: _mix(gy, weight[k].t()) if b is None
-                               else _mix(gy, weight[k].t(), b, -1.0), K)
+                gx = _clenshaw(op, gy, wT)
         elif need_x or need_w:
-            gw = torch.empty_like(weight) if need_w else None
-            for k, z in enumerate(_chebyshev_terms(op, gy, K)):
-                if need_w:
-                    torch.mm(x2.t(), z.reshape(-1, cout), out=gw[k])
-                if need_x:
-                    gx = _mix(z, weight[k].t()) if gx is None else _mix(z, weight[k].t(), gx)
+            gw = torch.zeros_like(weight) if need_w else None
+            if need_x:
+                gx = torch.empty(xv.shape, dtype=xv.dtype, device=xv.device)
+
+            def per_k(k):
+                kw = dict(Wpost=wT[k], acc=gx, acc_init=k == 0) if need_x else {}
+                return dict(kw, G=xv, gram=gw[k]) if need_w else kw
+
+            _recurse(op, gy, K, per_k, own=own)
         return gx, gw, gb, None
 
 
@@ -387,16 +438,11 @@ def cheb_conv(x: torch.Tensor, operator, weight: torch.Tensor, bias: torch.Tenso
         raise TypeError(f"x is {x.dtype} but weight is {weight.dtype}: convert one (e.g. module.to(x.dtype))")
     dtype = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
     with torch.autocast(x.device.type, enabled=False):
-        xv = x.to(dtype).transpose(0, 1)  # [V, B, Cin] view
-        if not xv.is_contiguous():
-            xv = xv.contiguous()
+        xv = _vp(x.to(dtype).transpose(0, 1))  # [V, B, Cin] view: the kernel reads x in place
         w = weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
         op = operator.to(dtype=dtype)
-        if K == 1:  # no sparse product at all
-            yv = _mix(xv, w[0]) if b is None else torch.addmm(b, xv.reshape(-1, cin), w[0]).view(*xv.shape[:2], cout)
-        else:
-            yv = _ChebConvFunction.apply(xv, w, b, op)
+        yv = _ChebConvFunction.apply(xv, w, b, op)
         y = yv.transpose(0, 1)  # [B, V, Cout] view
     return y if y.dtype == out_dtype else y.to(out_dtype)
 

@@ -1,0 +1,310 @@
+"""Chebyshev graph convolution, side by side: graphsphere vs deepsphere 0.2.1
+vs torch_geometric, on the same HEALPix graph (k=8, normalized Laplacian).
+
+    python benchmarks/bench_conv.py              # everything (~15 min on 2 cores)
+    python benchmarks/bench_conv.py --quick      # nside 32 and 64 only, no full sky
+
+Method (see docs/performance.md):
+- One layer, batch 8, 16 -> 16 channels, K = 5, float32, torch.set_num_threads(2).
+- Times: median over repetitions of forward (autograd on, as in training) and
+  forward + backward; the implementations are interleaved within each
+  repetition, so that load from other processes hits them alike. Ratios are
+  the robust numbers on a shared machine.
+- Memory: each (implementation, nside) runs in its own process with glibc told
+  to mmap every allocation above 64 KB (MALLOC_MMAP_THRESHOLD_), so freed
+  tensors leave the resident set at once; after a warm-up pass the peak RSS is
+  reset (/proc/self/clear_refs) and the peak RSS increase over one forward +
+  backward is read from VmHWM. Inputs, weights and the graph are in the
+  baseline; what is measured is the layer's activations, temporaries and
+  gradients. Each process runs under an address-space cap (RLIMIT_AS), so a
+  peer that needs more fails with MemoryError instead of upsetting the machine.
+- Roofline: our sparse product Y = L~ X (X: [V, 8 x 16] float32) against a
+  plain copy of X into a preallocated buffer, timed in the same process;
+  bandwidth = bytes read + written / time (the copy moves 2 |X|, the product
+  2 |X| plus the CSR arrays).
+- Full sky, nside 1024 (12.6 M pixels), batch 1, 16 channels, K = 5: ours only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "bench_conv.md"
+B, CIN, COUT, K, THREADS = 8, 16, 16, 5, 2
+CAP_BYTES = 14 * 2**30  # address-space cap of each measuring process
+
+
+# -- the three implementations ----------------------------------------------------
+
+def build(nside: int):
+    import graphsphere as gs
+
+    return gs.SphereGraph(gs.sampling.HEALPix(nside=nside), k=8, laplacian="normalized")
+
+
+def make(impl: str, graph, batch: int = B):
+    """Returns (forward, forward_backward) closures on fixed inputs."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, graph.npix, CIN, requires_grad=True)
+    if impl == "graphsphere":
+        from graphsphere.nn.conv import ChebConv
+
+        m = ChebConv(CIN, COUT, K, graph=graph)  # default check_finite=True: the cost users get
+        fwd = lambda: m(x)  # noqa: E731
+    elif impl == "deepsphere":
+        import warnings
+
+        from deepsphere.layers.chebyshev import cheb_conv as ds_cheb_conv
+
+        L = graph.operator().tocoo()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Lt = torch.sparse_coo_tensor(np.stack([L.row, L.col]), L.data.astype(np.float32), L.shape).coalesce()
+        w = torch.nn.Parameter(torch.randn(K, CIN, COUT) * (2 / (CIN * K)) ** 0.5)
+        bias = torch.nn.Parameter(torch.zeros(COUT))
+        fwd = lambda: ds_cheb_conv(Lt, x, w) + bias  # noqa: E731
+    elif impl == "torch_geometric":
+        from torch_geometric.nn import ChebConv as PygChebConv
+
+        W = graph.W.tocoo()
+        ei = torch.from_numpy(np.stack([W.row, W.col]).astype(np.int64))
+        ew = torch.from_numpy(W.data.astype(np.float32))
+        lam = torch.tensor(graph.lmax, dtype=torch.float32)
+        m = PygChebConv(CIN, COUT, K, normalization="sym")  # builds the same L~ = 2 L / lmax - I
+        fwd = lambda: m(x, ei, ew, lambda_max=lam)  # noqa: E731
+    else:
+        raise ValueError(impl)
+
+    def fwd_bwd():
+        fwd().sum().backward()
+        x.grad = None
+
+    return fwd, fwd_bwd
+
+
+IMPLS = ("graphsphere", "deepsphere", "torch_geometric")
+
+
+# -- measurements, each in its own process ------------------------------------------
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CAP_BYTES, CAP_BYTES))
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return 1024 * int(next(line for line in f if line.startswith(key)).split()[1])
+
+
+def _child(args) -> dict:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    if args.child == "time":
+        graph = build(args.nside)
+        fns = {}
+        for impl in IMPLS:
+            try:
+                fns[impl] = make(impl, graph)
+                fns[impl][1]()  # warm-up (and: does it fit?)
+            except (MemoryError, RuntimeError) as e:
+                fns.pop(impl, None)
+                print(f"  {impl}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+        times = {impl: {"fwd": [], "fwd_bwd": []} for impl in fns}
+        for _ in range(args.reps):
+            for impl, (fwd, fwd_bwd) in fns.items():
+                t = time.perf_counter()
+                fwd()
+                times[impl]["fwd"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                fwd_bwd()
+                times[impl]["fwd_bwd"].append(time.perf_counter() - t)
+        return {impl: {k: statistics.median(v) for k, v in d.items()} for impl, d in times.items()}
+    if args.child == "memory":
+        batch = 1 if args.nside >= 1024 else B
+        graph = build(args.nside)
+        try:
+            fwd, fwd_bwd = make(args.impl, graph, batch)
+            if args.nside >= 1024:
+                graph = None  # keep only the layer's own copy of the operator
+            fwd_bwd()
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the peak RSS
+            before = _status("VmRSS")
+            t = time.perf_counter()
+            fwd_bwd()
+            elapsed = time.perf_counter() - t
+            return {"peak_bytes": _status("VmHWM") - before, "fwd_bwd_s": elapsed, "rss_before": before}
+        except MemoryError as e:
+            return {"error": f"MemoryError under a {CAP_BYTES / 2**30:.0f} GB address-space cap ({str(e)[:80]})"}
+        except RuntimeError as e:
+            if "alloc" not in str(e).lower() and "memory" not in str(e).lower():
+                raise
+            return {"error": f"out of memory under a {CAP_BYTES / 2**30:.0f} GB address-space cap"}
+    if args.child == "roofline":
+        from graphsphere.nn.functional.chebyshev import as_operator, laplacian_matmul
+
+        graph = build(args.nside)
+        op = as_operator(graph)
+        X = torch.randn(graph.npix, B, CIN)
+        Y, out, cp = torch.randn_like(X), torch.empty_like(X), torch.empty_like(X)
+        t_mm, t_fused, t_copy = [], [], []
+        for _ in range(args.reps * 4):
+            t = time.perf_counter()
+            laplacian_matmul(op, X, out=out)
+            t_mm.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            laplacian_matmul(op, X, 2.0, Y, -1.0, out=Y)  # the recursion's fused step
+            t_fused.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            cp.copy_(X)
+            t_copy.append(time.perf_counter() - t)
+        nbytes = X.numel() * X.element_size()
+        csr = sum(t.numel() * t.element_size() for t in (op.indptr, op.indices, op.values))
+        return {"bytes_x": nbytes, "bytes_csr": csr, "spmm_s": statistics.median(t_mm),
+                "fused_s": statistics.median(t_fused), "copy_s": statistics.median(t_copy)}
+    raise ValueError(args.child)
+
+
+def run_child(kind: str, nside: int, impl: str = "", reps: int = 5, timeout: float = 3600) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, __file__, "--child", kind, "--nside", str(nside), "--impl", impl, "--reps", str(reps)]
+    try:
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if r.returncode != 0:
+        tail = (r.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": f"failed ({tail[:160]})"}
+    if r.stderr.strip():
+        print(r.stderr.strip(), file=sys.stderr)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# -- report -------------------------------------------------------------------------
+
+def fmt_t(s):
+    return "—" if s is None else (f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s")
+
+
+def fmt_mb(b):
+    return "—" if b is None else (f"{b / 2**20:.0f} MB" if b < 2**30 else f"{b / 2**30:.2f} GB")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="nside 32 and 64 only, no full sky")
+    p.add_argument("--no-full-sky", action="store_true", help="skip nside 1024")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--nside", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--impl", default="", help=argparse.SUPPRESS)
+    p.add_argument("--reps", type=int, default=5, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        _cap_memory()
+        print(json.dumps(_child(args)))
+        return
+
+    import platform
+
+    import torch
+
+    nsides = (32, 64) if args.quick else (32, 64, 256)
+    lines = ["# Chebyshev convolution: graphsphere vs deepsphere 0.2.1 vs torch_geometric", "",
+             f"One layer, batch {B}, {CIN} -> {COUT} channels, K = {K}, float32, HEALPix k=8 graph, "
+             f"normalized Laplacian, torch {torch.__version__}, {THREADS} threads, "
+             f"{platform.processor() or platform.machine()}; machine shared with other jobs "
+             "(timings noisy: compare the ratios, measured interleaved in one process).", ""]
+    try:
+        import torch_geometric
+
+        lines.append(f"torch_geometric {torch_geometric.__version__}; deepsphere 0.2.1.")
+    except ImportError:
+        lines.append("torch_geometric not installed.")
+    lines.append("")
+    rows, mem_rows, roof_rows = [], [], []
+    for nside in nsides:
+        reps = 5 if nside < 256 else 3
+        print(f"nside {nside}: timing ...", flush=True)
+        tm = run_child("time", nside, reps=reps)
+        mem = {}
+        for impl in IMPLS:
+            print(f"nside {nside}: memory of {impl} ...", flush=True)
+            mem[impl] = run_child("memory", nside, impl)
+        print(f"nside {nside}: roofline ...", flush=True)
+        roof = run_child("roofline", nside, reps=reps)
+        ours = tm.get("graphsphere", {})
+        for impl in IMPLS:
+            t = tm.get(impl)
+            m = mem[impl]
+            note = m.get("error", "") if t is None or "error" in m else ""
+            if t is None and "error" in tm:
+                note = tm["error"]
+            r_f = t["fwd"] / ours["fwd"] if t and ours else None
+            r_fb = t["fwd_bwd"] / ours["fwd_bwd"] if t and ours else None
+            pk = m.get("peak_bytes")
+            r_m = pk / mem["graphsphere"]["peak_bytes"] if pk and mem["graphsphere"].get("peak_bytes") else None
+            rows.append(f"| {nside} | {12 * nside**2:,} | {impl} | {fmt_t(t and t['fwd'])} | "
+                        f"{fmt_t(t and t['fwd_bwd'])} | {fmt_mb(pk)} | "
+                        f"{'' if r_f is None else f'{r_f:.1f}x'} | {'' if r_fb is None else f'{r_fb:.1f}x'} | "
+                        f"{'' if r_m is None else f'{r_m:.1f}x'} | {note} |")
+        if "error" not in roof:
+            bx, bc = roof["bytes_x"], roof["bytes_csr"]
+            bw_copy = 2 * bx / roof["copy_s"] / 1e9
+            bw_mm = (2 * bx + bc) / roof["spmm_s"] / 1e9
+            bw_fused = (3 * bx + bc) / roof["fused_s"] / 1e9
+            roof_rows.append(f"| {nside} | {fmt_mb(bx)} | {fmt_t(roof['copy_s'])} ({bw_copy:.1f} GB/s) | "
+                             f"{fmt_t(roof['spmm_s'])} ({bw_mm:.1f} GB/s) | {roof['spmm_s'] / roof['copy_s']:.2f} | "
+                             f"{fmt_t(roof['fused_s'])} ({bw_fused:.1f} GB/s) | "
+                             f"{roof['fused_s'] / (1.5 * roof['copy_s']):.2f} |")
+        else:
+            roof_rows.append(f"| {nside} | | | | | {roof['error']} | |")
+    lines += ["## Time and memory of one layer", "",
+              "Ratios are the peer's time or memory divided by graphsphere's (higher: graphsphere better). "
+              "Memory: peak RSS increase over one forward + backward.", "",
+              "| nside | pixels | implementation | forward | forward + backward | peak memory | "
+              "fwd ratio | fwd+bwd ratio | memory ratio | note |",
+              "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+              "## Sparse product against the copy roofline", "",
+              f"X is [V, {B} x {CIN}] float32. Copy: X into a preallocated buffer (reads and writes |X|). "
+              "Product: L~ X (reads X and the CSR arrays, writes |X|). Fused: 2 L~ X - Y written over Y "
+              "(one Chebyshev step: reads X, Y, CSR, writes |X|); its ratio is against 1.5 copies.", "",
+              "| nside | size of X | copy | L~ X | ratio to copy | 2 L~ X - Y | ratio to 1.5 copies |",
+              "|---|---|---|---|---|---|---|", *roof_rows, ""]
+    if not (args.quick or args.no_full_sky):
+        print("nside 1024 (full sky): graphsphere only ...", flush=True)
+        m = run_child("memory", 1024, "graphsphere", timeout=3 * 3600)
+        lines += ["## Full sky, nside 1024", "",
+                  "12,582,912 pixels, batch 1, 16 -> 16 channels, K = 5, one layer, forward + backward "
+                  "(graph construction not included).", ""]
+        if "error" in m:
+            lines.append(f"graphsphere: {m['error']}")
+        else:
+            act = 12 * 1024**2 * CIN * 4
+            lines.append(f"graphsphere: forward + backward {fmt_t(m['fwd_bwd_s'])}, peak memory increase "
+                         f"{fmt_mb(m['peak_bytes'])} ({m['peak_bytes'] / act:.1f} activations of "
+                         f"{fmt_mb(act)}), resident before the pass (operator, input, weights) "
+                         f"{fmt_mb(m['rss_before'])}.")
+        lines += ["", "Peers at nside 1024 were not run: their memory grows like the nside 256 rows above "
+                  "times 16 (batch 1 instead of 8: times 2), beyond this machine's 24 GB for torch_geometric "
+                  "already at nside 256.", ""]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
