@@ -149,3 +149,19 @@ def test_equiangular_grid_graph_structure():
     assert W[8, 15] > 0                  # longitude wraps around
     with pytest.raises(TypeError, match="latitude-longitude"):
         equiangular_grid_graph(gs.sampling.HEALPix(nside=2))
+
+
+def test_equivariance_command_writes_json_and_pictures(tmp_path):
+    import json
+
+    from graphsphere.cli import main
+
+    rc = main(["equivariance", "--sampling", "healpix:8", "--graphs", "k8:mean", "k8:tuned", "--degrees", "2", "4",
+               "--signals", "1", "--rotations", "1", "--rotation", "accurate", "non_iterated", "--out", str(tmp_path)])
+    assert rc == 0
+    rec = json.loads((tmp_path / "equivariance_healpix8.json").read_text())
+    mean, tuned = (rec["results"]["accurate"][k]["error"] for k in ("k=8, mean", "k=8, tuned"))
+    assert tuned[0] < mean[0]
+    assert (tmp_path / "equivariance_healpix8_non_iterated.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="unknown sampling"):
+        main(["equivariance", "--sampling", "cube:3"])

@@ -123,3 +123,14 @@ def test_make_table_fits_the_law_on_the_finest():
     law = kw.make_table(rows, law_from_finest=2)["families"]["F"]["law"]["8"]
     assert law["c"] == pytest.approx(0.85) and law["fitted_on"] == [16, 32]
     assert law["c_spread"] == pytest.approx(0.2)
+
+
+def test_tune_command_writes_a_table_that_tuned_t_can_read(tmp_path, monkeypatch):
+    from graphsphere.cli import main
+
+    monkeypatch.setenv("GRAPHSPHERE_CACHE", str(tmp_path / "cache"))
+    assert main(["tune", "--samplings", "healpix:4", "healpix:8", "--k", "8", "--out", str(tmp_path)]) == 0
+    table = kw.load_table(tmp_path / "kernel_widths.json")
+    law = table["families"]["HEALPix"]["law"]["8"]
+    assert law["fitted_on"] == [4, 8]
+    assert (tmp_path / "kernel_widths.png").exists()

@@ -68,6 +68,13 @@ def parse_sampling(spec: str):
 
 def parse_graph(spec: str, sampling):
     """``(label, operator)`` for a graph spec such as ``k20:tuned`` or ``grid``."""
+    try:
+        return _parse_graph(spec, sampling)
+    except (ValueError, TypeError) as err:
+        raise SystemExit(f"cannot build graph {spec!r} on {sampling.describe()}: {err}") from None
+
+
+def _parse_graph(spec: str, sampling):
     from graphsphere import SphereGraph
     from graphsphere import equivariance as eq
     from graphsphere import kernel_widths as kw

@@ -47,8 +47,9 @@ def plot_equivariance(results, ax=None, title: str | None = None, floor: bool = 
     import matplotlib.pyplot as plt
 
     res = _results(results)
+    crowded = len(res) > 5  # then the legend goes beside the axes
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        fig, ax = plt.subplots(figsize=(9.6 if crowded else 6.4, 4.4))
     else:
         fig = ax.figure
     markers = "osD^v<>ph*"
@@ -69,7 +70,10 @@ def plot_equivariance(results, ax=None, title: str | None = None, floor: bool = 
     ax.set_xlabel("degree l of the signal")
     ax.set_ylabel(r"$\|R L f - L R f\| \,/\, \|L f\|$")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if crowded:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
