@@ -160,7 +160,7 @@ def _check_args(sampling, degrees, rotation, lmax):
         raise TypeError(f"sampling must be a graphsphere Sampling, got {type(sampling).__name__}")
     if rotation not in ROTATIONS:
         raise ValueError(f"rotation must be one of {sorted(ROTATIONS)}, got {rotation!r}")
-    lmax = rot._check_lmax(sampling, lmax)
+    lmax = rot.band_limit(sampling, lmax)
     degrees = np.atleast_1d(np.asarray(degrees, dtype=int))
     if degrees.size == 0 or degrees.min() < 1 or degrees.max() > lmax:
         raise ValueError(f"degrees must be in [1, lmax={lmax}] for {sampling.describe()}, got {degrees.tolist()}; "
@@ -214,7 +214,7 @@ class EquivarianceProbe:
         """Every single error, shape (n_degrees, n_rotations * n_signals)."""
         op = as_operator(operator, self.sampling.npix)
         out_s = self.sampling if output_sampling is None else output_sampling
-        out_lmax = self.lmax if output_sampling is None else rot._check_lmax(out_s, None)
+        out_lmax = self.lmax if output_sampling is None else rot.band_limit(out_s, None)
         n = self.n_signals
         err = np.zeros_like(self.floor)
         for i in range(len(self.degrees)):
@@ -306,7 +306,7 @@ def equiangular_grid_graph(sampling) -> sp.csr_matrix:
     >>> W.shape, int(W.getnnz(axis=1).min()), int(W.getnnz(axis=1).max())
     ((128, 128), 3, 4)
     """
-    if not rot._is_ring_grid(sampling):
+    if not rot.is_ring_grid(sampling):
         raise TypeError(f"equiangular_grid_graph needs a latitude-longitude grid (Equiangular, GaussLegendre), "
                         f"got {sampling.describe()}")
     nlat, nlon = sampling.nlat, sampling.nlon

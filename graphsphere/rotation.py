@@ -60,8 +60,8 @@ from scipy.spatial.transform import Rotation
 from .sampling.base import Sampling
 from .sampling.healpix import HEALPix
 
-__all__ = ["random_rotation", "euler_zyz", "default_lmax", "nalm", "rotate_alm", "map2alm", "alm2map",
-           "rotate", "rotate_healpix", "legendre", "random_alm"]
+__all__ = ["random_rotation", "euler_zyz", "default_lmax", "band_limit", "is_ring_grid", "nalm", "random_alm",
+           "legendre", "map2alm", "alm2map", "rotate_alm", "rotate", "rotate_healpix"]
 
 
 # -- rotations ---------------------------------------------------------------
@@ -126,7 +126,7 @@ def default_lmax(sampling: Sampling) -> int:
     """The band limit used to rotate maps of this sampling (see the module docstring)."""
     if isinstance(sampling, HEALPix):
         return 3 * sampling.nside - 1
-    if _is_ring_grid(sampling):
+    if is_ring_grid(sampling):
         return int(min(sampling.nlat - 1, (sampling.nlon - 1) // 2))
     return int(np.floor(np.sqrt(sampling.npix / 2))) - 1
 
@@ -170,14 +170,12 @@ def legendre(lmax: int, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64).ravel()
     s = np.sqrt(np.clip(1 - x * x, 0, None))
     n = x.size
-    l_all, m_all = _lm(lmax)
     out = np.empty((n, nalm(lmax)))
     ms = np.arange(lmax + 1)
     prev2 = np.zeros((n, lmax + 1))
     prev1 = np.zeros((n, lmax + 1))
     prev1[:, 0] = 1 / np.sqrt(4 * np.pi)  # P_00
     out[:, 0] = prev1[:, 0]
-    idx = lambda l, m: m * (2 * lmax + 1 - m) // 2 + l  # noqa: E731 (healpy's layout)
     for l in range(1, lmax + 1):
         cur = np.zeros((n, lmax + 1))
         m = ms[: l - 1]
@@ -187,13 +185,14 @@ def legendre(lmax: int, x: np.ndarray) -> np.ndarray:
             cur[:, : l - 1] = a * (x[:, None] * prev1[:, : l - 1] - b * prev2[:, : l - 1])
         cur[:, l - 1] = np.sqrt(2.0 * l + 1) * x * prev1[:, l - 1]          # P_{l,l-1}
         cur[:, l] = -np.sqrt((2.0 * l + 1) / (2.0 * l)) * s * prev1[:, l - 1]  # P_ll
-        out[:, idx(l, ms[: l + 1])] = cur[:, : l + 1]
+        out[:, hp.Alm.getidx(lmax, l, ms[: l + 1])] = cur[:, : l + 1]
         prev2, prev1 = prev1, cur
     return out
 
 
 # -- transforms per sampling ----------------------------------------------------
-def _is_ring_grid(sampling: Sampling) -> bool:
+def is_ring_grid(sampling: Sampling) -> bool:
+    """Whether the sampling is a latitude-longitude grid (rings of equally spaced longitudes)."""
     return all(hasattr(sampling, a) for a in ("nlat", "nlon", "colatitudes", "longitudes"))
 
 
@@ -204,7 +203,12 @@ def _as_2d(m, npix: int, what: str = "map") -> tuple[np.ndarray, bool]:
     return (a[:, None], True) if a.ndim == 1 else (a, False)
 
 
-def _check_lmax(sampling: Sampling, lmax: int | None) -> int:
+def band_limit(sampling: Sampling, lmax: int | None = None) -> int:
+    """``lmax`` checked against what ``sampling`` resolves (default: :func:`default_lmax`).
+
+    Raises for partial skies (a rotation is undefined there) and band limits
+    the sampling cannot determine.
+    """
     if not getattr(sampling, "full_sphere", True):
         raise ValueError(f"{sampling.describe()} is a partial sky: a rotation moves pixels outside it, "
                          "so it is undefined; rotate the full-sky map instead")
@@ -214,10 +218,10 @@ def _check_lmax(sampling: Sampling, lmax: int | None) -> int:
     lmax = int(lmax)
     if lmax < 0:
         raise ValueError(f"lmax must be >= 0, got {lmax}")
-    if _is_ring_grid(sampling) and lmax > top:
+    if is_ring_grid(sampling) and lmax > top:
         raise ValueError(f"lmax={lmax} is above what {sampling.describe()} resolves "
                          f"(min(nlat - 1, (nlon - 1) // 2) = {top}); pass a smaller lmax")
-    if not isinstance(sampling, HEALPix) and not _is_ring_grid(sampling) and (lmax + 1) ** 2 > sampling.npix:
+    if not isinstance(sampling, HEALPix) and not is_ring_grid(sampling) and (lmax + 1) ** 2 > sampling.npix:
         raise ValueError(f"lmax={lmax} needs (lmax + 1)^2 = {(lmax + 1) ** 2} coefficients, more than the "
                          f"{sampling.npix} samples of {sampling.describe()}; pass lmax <= {top}")
     return lmax
@@ -239,7 +243,8 @@ def _ring_operators(sampling: Sampling, lmax: int):
 
 @lru_cache(maxsize=4)
 def _ls_operators(sampling: Sampling, lmax: int):
-    """Real design matrix (npix, (lmax+1)^2) and its area-weighted pseudo-inverse."""
+    """Real design matrix B (npix, (lmax+1)^2), the squared area weights and the
+    Cholesky factor of the weighted normal equations B^T W B."""
     xyz = sampling.xyz
     P = legendre(lmax, xyz[:, 2])
     _, m = _lm(lmax)
@@ -274,7 +279,7 @@ def map2alm(m, sampling: Sampling, lmax: int | None = None, iters: int = 3) -> n
     >>> bool(np.allclose(map2alm(alm2map(a, s, 10), s, 10), a, atol=1e-6))
     True
     """
-    lmax = _check_lmax(sampling, lmax)
+    lmax = band_limit(sampling, lmax)
     x, squeeze = _as_2d(m, sampling.npix)
     if isinstance(sampling, HEALPix):
         iters = int(iters)
@@ -284,7 +289,7 @@ def map2alm(m, sampling: Sampling, lmax: int | None = None, iters: int = 3) -> n
             x = x[hp.ring2nest(sampling.nside, np.arange(sampling.npix))]  # value of each RING pixel
         alm = np.stack([hp.map2alm(np.ascontiguousarray(col), lmax=lmax, iter=iters, use_pixel_weights=False,
                                    pol=False) for col in x.T], axis=1)
-    elif _is_ring_grid(sampling):
+    elif is_ring_grid(sampling):
         nlat, nlon = sampling.nlat, sampling.nlon
         F = np.fft.rfft(x.reshape(nlat, nlon, -1), axis=1) / nlon  # (nlat, nlon//2+1, n)
         alm = np.empty((nalm(lmax), x.shape[1]), dtype=np.complex128)
@@ -326,7 +331,7 @@ def alm2map(alm, sampling: Sampling, lmax: int | None = None) -> np.ndarray:
         out = np.stack([hp.alm2map(np.ascontiguousarray(col), sampling.nside, lmax=lmax) for col in a.T], axis=1)
         if sampling.nest:
             out = out[hp.nest2ring(sampling.nside, np.arange(sampling.npix))]
-    elif _is_ring_grid(sampling):
+    elif is_ring_grid(sampling):
         nlat, nlon = sampling.nlat, sampling.nlon
         if lmax > (nlon - 1) // 2:
             raise ValueError(f"lmax={lmax} aliases on rings of {nlon} longitudes; need lmax <= {(nlon - 1) // 2}")
@@ -366,7 +371,7 @@ def rotate(m, R: np.ndarray, sampling: Sampling, lmax: int | None = None, iters:
     on HEALPix reproduces the non-iterated rotations of the DeepSphere
     papers.
     """
-    lmax = _check_lmax(sampling, lmax)
+    lmax = band_limit(sampling, lmax)
     return alm2map(rotate_alm(map2alm(m, sampling, lmax, iters), R, lmax), sampling, lmax)
 
 
@@ -385,9 +390,15 @@ def rotate_healpix(m, R: np.ndarray, nest: bool = True, lmax: int | None = None,
         downloaded). ``non_iterated=True`` is ``iters=0``, the protocol of
         the DeepSphere papers.
 
-    >>> nside = 8
-    >>> m = np.arange(12 * nside**2, dtype=float) % 7
-    >>> bool(np.allclose(rotate_healpix(m, np.eye(3)), rotate_healpix(m, np.eye(3), iters=3)))
+    HEALPix is symmetric under quarter turns about z, so such a rotation only
+    permutes pixels:
+
+    >>> nside, lmax = 8, 16
+    >>> m = alm2map(random_alm(lmax, seed=0), HEALPix(nside), lmax)     # band-limited, NESTED
+    >>> R = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])               # 90 degrees about z
+    >>> xyz = np.array(hp.pix2vec(nside, np.arange(m.size), nest=True))  # (3, npix)
+    >>> moved = m[hp.vec2pix(nside, *(R.T @ xyz), nest=True)]            # f(R^T x)
+    >>> bool(np.abs(rotate_healpix(m, R, lmax=lmax) - moved).max() < 1e-3 * np.abs(m).max())
     True
     """
     a = np.asarray(m)
