@@ -13,7 +13,7 @@ Example
 ((768, 768), (768, 768))
 >>> bool(abs(g.L - g.L.T).max() < 1e-12)
 True
->>> 1.9 < g.lmax < 2.1
+>>> 1.0 < g.lmax <= 2 * 1.02   # normalized Laplacian: spectrum in [0, 2]
 True
 """
 

@@ -49,8 +49,13 @@ def test_heuristic_and_tuned_widths():
     coo = sp.triu(g.W, 1).tocoo()
     d2 = ((s.xyz[coo.row] - s.xyz[coo.col]) ** 2).sum(1)
     assert g.t == pytest.approx(d2.mean() / 2, rel=1e-3)
-    tuned = gs.SphereGraph(gs.sampling.HEALPix(nside=32), k=20, kernel_width="tuned")
-    assert tuned.t == pytest.approx(0.03185**2 / (4 * np.log(2)))
+    s32 = gs.sampling.HEALPix(nside=32)
+    tuned = gs.SphereGraph(s32, k=20, kernel_width="tuned")
+    assert tuned.t == kernel_widths.tuned_t(s32, 20)
+    # our widths (tuned against accurate rotations) stay within 10% of the published sigma
+    assert kernel_widths.t_to_sigma(tuned.t) == pytest.approx(0.03185, rel=0.1)
+    published = kernel_widths.sigma_to_t(kernel_widths.published_sigma(32, 20))
+    assert published == pytest.approx(0.03185**2 / (4 * np.log(2)))
     # fitted law sigma = c / nside outside the table: nside * sigma ~ 0.79 for k = 8
     assert kernel_widths.healpix_scaling_constant(8) == pytest.approx(0.79, abs=0.01)
     assert kernel_widths.published_sigma(16, 8) == pytest.approx(0.0493, rel=0.01)
