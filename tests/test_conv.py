@@ -66,6 +66,18 @@ def test_gradcheck(small_graph, backend, K, cin, cout, x_grad):
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
+def test_gradcheck_stacked_layers(small_graph, backend):
+    # The second layer hands the first a vertex-major gradient (not ours to
+    # overwrite); the first has Cin < Cout (x recursion + Clenshaw backward).
+    op = as_operator(small_graph, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, small_graph.npix, 1, dtype=torch.float64, generator=g, requires_grad=True)
+    w1 = torch.randn(3, 1, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    w2 = torch.randn(4, 4, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    fn = lambda x, w1, w2: cheb_conv(torch.tanh(cheb_conv(x, op, w1)), op, w2)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w1, w2))
+
+
 @pytest.mark.parametrize("itype", [np.int32, np.int64])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("q", [1, 3, 16, 37, 130])  # every channel tile and the scalar remainder

@@ -36,7 +36,7 @@ import threading
 import warnings
 from pathlib import Path
 
-__all__ = ["load", "SOURCE"]
+__all__ = ["load", "advise_hugepages", "SOURCE"]
 
 _HEADER = r"""
 #include <stdint.h>
@@ -140,12 +140,36 @@ static inline void gemm_tile_##RB##_##NV##_@S@(int64_t nk, const @T@ *restrict A
     for (int u = 0; u < RB; u++)                                               \
         for (int w = 0; w < NV; w++) *(vecu_@T@ *)(D + u * ds + w * L) = a[u][w]; \
 }
+/* A single row: KA accumulator sets over alternating k break the chain of
+   dependent multiply-adds. */
+#define GEMM_TILE1(NV, KA)                                                     \
+static inline void gemm_tile_1_##NV##_@S@(int64_t nk, const @T@ *restrict A, int64_t ars, \
+        int64_t acs, const @T@ *restrict B, int64_t bs, @T@ *restrict D, int64_t ds) { \
+    vec_@T@ a[KA][NV];                                                          \
+    const int64_t L = 64 / sizeof(@T@);                                        \
+    (void)ars; (void)ds;                                                       \
+    for (int w = 0; w < NV; w++) a[0][w] = *(const vecu_@T@ *)(D + w * L);    \
+    for (int u = 1; u < KA; u++) for (int w = 0; w < NV; w++) a[u][w] = (vec_@T@){0}; \
+    int64_t k = 0;                                                             \
+    for (; k + KA <= nk; k += KA)                                              \
+        for (int u = 0; u < KA; u++) {                                         \
+            const @T@ s = A[(k + u) * acs];                                    \
+            for (int w = 0; w < NV; w++) a[u][w] += s * *(const vecu_@T@ *)(B + (k + u) * bs + w * L); \
+        }                                                                      \
+    for (; k < nk; k++) {                                                      \
+        const @T@ s = A[k * acs];                                              \
+        for (int w = 0; w < NV; w++) a[0][w] += s * *(const vecu_@T@ *)(B + k * bs + w * L); \
+    }                                                                          \
+    for (int u = 1; u < KA; u++) for (int w = 0; w < NV; w++) a[0][w] += a[u][w]; \
+    for (int w = 0; w < NV; w++) *(vecu_@T@ *)(D + w * L) = a[0][w];          \
+}
 GEMM_TILE(2, 4)
-GEMM_TILE(1, 4)
+GEMM_TILE1(4, 2)
 GEMM_TILE(4, 2)
-GEMM_TILE(1, 2)
+GEMM_TILE1(2, 4)
 GEMM_TILE(8, 1)
-GEMM_TILE(1, 1)
+GEMM_TILE1(1, 8)
+#undef GEMM_TILE1
 #undef GEMM_TILE
 
 static void small_gemm_@S@(int64_t nr, int64_t nk, int64_t no, const @T@ *restrict A, int64_t ars,
@@ -172,48 +196,70 @@ static void small_gemm_@S@(int64_t nr, int64_t nk, int64_t no, const @T@ *restri
         }
 }
 
+/* Rows are handled in blocks of VB vertices (VB * P >= 16 block rows), so
+   that the small matrix products have enough independent rows to fill the
+   vector units even with batch 1. */
 static void *rows_@S@(void *arg) {
     job_@S@ *a = (job_@S@ *)arg;
     const int64_t P = a->P, C = a->C, PC = P * C;
-    @T@ *t = (@T@ *)aligned_alloc(64, ((PC * sizeof(@T@) + 63) / 64) * 64);
+    const int64_t VB = P >= 16 ? 1 : (16 + P - 1) / P;
+    @T@ *t = (@T@ *)aligned_alloc(64, ((VB * PC * sizeof(@T@) + 63) / 64) * 64);
     if (!t) { a->r1 = -1; return NULL; }
-    /* Blocks of a row are adjacent in X (and Y): one long segment per row. */
+    /* Blocks of a row adjacent in X (and Y): one long segment per row. */
     const int merge = a->X && a->xsp == C && (!a->Y || a->ysp == C);
-    for (int64_t i = a->r0; i < a->r1; i++) {
-        if (a->X) {
-            const @I@ j0 = a->indptr[i], j1 = a->indptr[i + 1];
-            if (merge)
-                sparse_seg_@S@(a->indices, a->vals, j0, j1, a->X, a->xsv, a->alpha,
-                               a->Y ? a->Y + i * a->ysv : NULL, a->beta, t, PC);
+    /* Operands whose (vertex, block) rows are equally spaced: one product per vertex block. */
+    const int e_flat = a->E && (P == 1 || a->esv == P * a->esp);
+    const int g_flat = a->G && (P == 1 || a->gsv == P * a->gsp);
+    for (int64_t i0 = a->r0; i0 < a->r1; i0 += VB) {
+        const int64_t nb = a->r1 - i0 < VB ? a->r1 - i0 : VB;
+        for (int64_t i = i0; i < i0 + nb; i++) {
+            @T@ *ti = t + (i - i0) * PC;
+            if (a->X) {
+                const @I@ j0 = a->indptr[i], j1 = a->indptr[i + 1];
+                if (merge)
+                    sparse_seg_@S@(a->indices, a->vals, j0, j1, a->X, a->xsv, a->alpha,
+                                   a->Y ? a->Y + i * a->ysv : NULL, a->beta, ti, PC);
+                else
+                    for (int64_t p = 0; p < P; p++)
+                        sparse_seg_@S@(a->indices, a->vals, j0, j1, a->X + p * a->xsp, a->xsv, a->alpha,
+                                       a->Y ? a->Y + i * a->ysv + p * a->ysp : NULL, a->beta, ti + p * C, C);
+            } else if (a->Y) {
+                for (int64_t p = 0; p < P; p++) {
+                    const @T@ *y = a->Y + i * a->ysv + p * a->ysp;
+                    for (int64_t c = 0; c < C; c++) ti[p * C + c] = a->beta * y[c];
+                }
+            } else {
+                memset(ti, 0, PC * sizeof(@T@));
+            }
+        }
+        if (a->E) {  /* t[r, :] += E_r @ Wpre */
+            const int64_t rs = P == 1 ? a->esv : a->esp;
+            if (e_flat)
+                small_gemm_@S@(nb * P, a->Ce, C, a->E + i0 * a->esv, rs, 1, a->Wpre, C, t, C);
             else
-                for (int64_t p = 0; p < P; p++)
-                    sparse_seg_@S@(a->indices, a->vals, j0, j1, a->X + p * a->xsp, a->xsv, a->alpha,
-                                   a->Y ? a->Y + i * a->ysv + p * a->ysp : NULL, a->beta, t + p * C, C);
-        } else if (a->Y) {
-            for (int64_t p = 0; p < P; p++) {
-                const @T@ *y = a->Y + i * a->ysv + p * a->ysp;
-                for (int64_t c = 0; c < C; c++) t[p * C + c] = a->beta * y[c];
-            }
-        } else {
-            memset(t, 0, PC * sizeof(@T@));
+                for (int64_t v = 0; v < nb; v++)
+                    small_gemm_@S@(P, a->Ce, C, a->E + (i0 + v) * a->esv, a->esp, 1, a->Wpre, C, t + v * PC, C);
         }
-        if (a->E)  /* t[p, :] += E_i[p, :] @ Wpre */
-            small_gemm_@S@(P, a->Ce, C, a->E + i * a->esv, a->esp, 1, a->Wpre, C, t, C);
         if (a->obias)
-            for (int64_t p = 0; p < P; p++)
-                for (int64_t c = 0; c < C; c++) t[p * C + c] += a->obias[c];
-        if (a->out) memcpy(a->out + i * PC, t, PC * sizeof(@T@));
-        if (a->Wpost) {
+            for (int64_t r = 0; r < nb * P; r++)
+                for (int64_t c = 0; c < C; c++) t[r * C + c] += a->obias[c];
+        if (a->out) memcpy(a->out + i0 * PC, t, nb * PC * sizeof(@T@));
+        if (a->Wpost) {  /* acc[r, :] (+)= t[r, :] @ Wpost (+ abias) */
             const int64_t Co = a->Co;
-            @T@ *acc = a->acc + i * P * Co;
-            if (a->acc_init) {
-                for (int64_t p = 0; p < P; p++)
-                    for (int64_t o = 0; o < Co; o++) acc[p * Co + o] = a->abias ? a->abias[o] : 0;
-            }
-            small_gemm_@S@(P, C, Co, t, C, 1, a->Wpost, Co, acc, Co);  /* acc[p, :] += t[p, :] @ Wpost */
+            @T@ *acc = a->acc + i0 * P * Co;
+            if (a->acc_init)
+                for (int64_t r = 0; r < nb * P; r++)
+                    for (int64_t o = 0; o < Co; o++) acc[r * Co + o] = a->abias ? a->abias[o] : 0;
+            small_gemm_@S@(nb * P, C, Co, t, C, 1, a->Wpost, Co, acc, Co);
         }
-        if (a->G)  /* gram[cg, :] += sum_p G_i[p, cg] t[p, :] */
-            small_gemm_@S@(a->Cg, P, C, a->G + i * a->gsv, 1, a->gsp, t, C, a->gram, C);
+        if (a->G) {  /* gram[cg, :] += sum_r G_r[cg] t[r, :] */
+            const int64_t rs = P == 1 ? a->gsv : a->gsp;
+            if (g_flat)
+                small_gemm_@S@(a->Cg, nb * P, C, a->G + i0 * a->gsv, 1, rs, t, C, a->gram, C);
+            else
+                for (int64_t v = 0; v < nb; v++)
+                    small_gemm_@S@(a->Cg, P, C, a->G + (i0 + v) * a->gsv, 1, a->gsp, t + v * PC, C, a->gram, C);
+        }
     }
     free(t);
     return NULL;
@@ -311,6 +357,34 @@ def _build(cc: str) -> Path:
         subprocess.run([cc, *_FLAGS, str(src), "-o", str(lib)], check=True, capture_output=True, timeout=300)
         os.replace(lib, target)  # atomic: concurrent builders race harmlessly
     return target
+
+
+_HUGE = 2 << 20
+_MADV_HUGEPAGE = 14
+
+
+def advise_hugepages(t) -> None:
+    """Ask Linux to back a large, not yet touched CPU tensor with 2 MB pages.
+
+    Why: our buffers are fresh memory each call (glibc maps large blocks anew);
+    with 4 KB pages, faulting them in costs as much as a pass of the kernel
+    (one fault per 4 KB). A hint only: errors, other systems, or a kernel
+    without transparent huge pages leave things as they were.
+    """
+    n = t.numel() * t.element_size()
+    if n < 4 * _HUGE or t.device.type != "cpu" or not _state.get("madvise", True):
+        return
+    try:
+        libc = _state.get("libc")
+        if libc is None:
+            libc = _state["libc"] = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        start = -(-t.data_ptr() // _HUGE) * _HUGE  # whole 2 MB pages inside the buffer
+        end = (t.data_ptr() + n) // _HUGE * _HUGE
+        if end > start:
+            libc.madvise(start, end - start, _MADV_HUGEPAGE)
+    except (OSError, AttributeError):
+        _state["madvise"] = False
 
 
 def load():

@@ -171,9 +171,17 @@ def _check_operator(op: SparseOperator) -> None:
 _PARALLEL_MIN_WORK = 1 << 18  # multiply-adds per step below which one thread is faster (threads cost ~50 us)
 
 
+def _empty(*shape, like: torch.Tensor) -> torch.Tensor:
+    """A new contiguous buffer (on CPU: backed by huge pages where possible)."""
+    t = torch.empty(*shape, dtype=like.dtype, device=like.device)
+    if t.device.type == "cpu":
+        _cpu_kernel_mod.advise_hugepages(t)
+    return t
+
+
 def _vp(t: torch.Tensor) -> torch.Tensor:
     """t as a [V, P, channels] tensor whose channels are contiguous."""
-    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else _empty(*t.shape, like=t).copy_(t)
 
 
 def _step(op: SparseOperator, *, X=None, alpha=1.0, Y=None, beta=1.0, E=None, Wpre=None, obias=None,
@@ -190,7 +198,7 @@ def _step(op: SparseOperator, *, X=None, alpha=1.0, Y=None, beta=1.0, E=None, Wp
     V, P = ref.shape[0], ref.shape[1]
     C = (X if X is not None else Y).shape[2] if (X is not None or Y is not None) else Wpre.shape[1]
     if store and out is None:
-        out = torch.empty(V, P, C, dtype=ref.dtype, device=ref.device)
+        out = _empty(V, P, C, like=ref)
     X, Y, E, G = (None if t is None else _vp(t) for t in (X, Y, E, G))
     kern = _cpu_kernel(ref, op)
     if kern is not None:
@@ -319,7 +327,7 @@ def _forward(op: SparseOperator, xv: torch.Tensor, weight: torch.Tensor, bias) -
     K, cin, cout = weight.shape
     if K > 1 and cout < cin:
         return _clenshaw(op, xv, weight, bias)  # sum_k T_k (x theta_k): Cout channels
-    y = torch.empty(xv.shape[0], xv.shape[1], cout, dtype=xv.dtype, device=xv.device)
+    y = _empty(xv.shape[0], xv.shape[1], cout, like=xv)
     _recurse(op, xv, K, lambda k: dict(Wpost=weight[k], acc=y, acc_init=k == 0, abias=bias))
     return y
 
@@ -350,7 +358,8 @@ class _ChebConvFunction(torch.autograd.Function):
         K, cin, cout = weight.shape
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         own = not gy.is_contiguous()  # then the vertex-major copy is ours to overwrite
-        gy = gy.contiguous()
+        if own:
+            gy = _empty(*gy.shape, like=gy).copy_(gy)
         gx = gw = gb = None
         if need_b and ctx.has_bias:
             gb = gy.sum((0, 1))
@@ -364,7 +373,7 @@ class _ChebConvFunction(torch.autograd.Function):
         elif need_x or need_w:
             gw = torch.zeros_like(weight) if need_w else None
             if need_x:
-                gx = torch.empty(xv.shape, dtype=xv.dtype, device=xv.device)
+                gx = _empty(*xv.shape, like=xv)
 
             def per_k(k):
                 kw = dict(Wpost=wT[k], acc=gx, acc_init=k == 0) if need_x else {}
