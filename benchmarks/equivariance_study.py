@@ -28,8 +28,8 @@ import numpy as np
 import graphsphere as gs
 from graphsphere import kernel_widths as kw
 from graphsphere.commands.equivariance import limit_threads
-from graphsphere.equivariance import (EquivarianceProbe, EquivarianceResult, equiangular_grid_graph,
-                                      normalized_laplacian)
+from graphsphere.equivariance import (EquivarianceProbe, EquivarianceResult, equiangular_grid_graph)
+from graphsphere.graph import laplacian
 from graphsphere.sampling.equiangular import Equiangular
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def measure(args) -> dict:
     for poles in ("SOFT", "DH"):
         e = Equiangular(192, 384, poles=poles)
         probe = EquivarianceProbe(e, DEGREES, args.signals, args.rotations, args.seed, "accurate")
-        grid = normalized_laplacian(equiangular_grid_graph(e))
+        grid = laplacian(equiangular_grid_graph(e))
         record["grids"][poles] = probe.measure(grid, label=LABELS[f"grid {poles}"]).to_dict()
     record["seconds"]["grids"] = time.perf_counter() - start
     # A denser curve for the picture (accurate rotations, four graphs).

@@ -38,10 +38,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import rotation as rot
+from .graph import laplacian
 from .sampling.base import Sampling
 
 __all__ = ["EquivarianceResult", "EquivarianceProbe", "equivariance_error", "rotation_floor", "as_operator",
-           "equiangular_grid_graph", "normalized_laplacian", "ROTATIONS"]
+           "equiangular_grid_graph", "ROTATIONS"]
 
 #: Rotation protocols and the healpy Jacobi iterations they use on HEALPix.
 ROTATIONS = {"accurate": 3, "non_iterated": 0}
@@ -326,12 +327,3 @@ def equiangular_grid_graph(sampling) -> sp.csr_matrix:
     W = (A + A.T).tocsr()
     W.sort_indices()
     return W
-
-
-def normalized_laplacian(W: sp.spmatrix) -> sp.csr_matrix:
-    """I - D^-1/2 W D^-1/2 of a symmetric weight matrix (isolated vertices get 0 rows)."""
-    d = np.asarray(W.sum(axis=1)).ravel()
-    with np.errstate(divide="ignore"):
-        dinv = np.where(d > 0, 1 / np.sqrt(d), 0.0)
-    Dm = sp.diags(dinv)
-    return sp.csr_matrix(sp.identity(W.shape[0], format="csr") - Dm @ W @ Dm)

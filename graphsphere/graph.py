@@ -35,7 +35,7 @@ from scipy.spatial import cKDTree
 from . import kernel_widths
 from .sampling.base import Sampling, from_dict
 
-__all__ = ["SphereGraph", "knn", "healpix_neighbours"]
+__all__ = ["SphereGraph", "knn", "healpix_neighbours", "laplacian", "lanczos_max_eigenvalue"]
 
 LAPLACIANS = ("normalized", "combinatorial")
 
@@ -87,6 +87,30 @@ def healpix_neighbours(sampling) -> tuple[np.ndarray, np.ndarray]:
     diff = xyz[np.where(valid, cols, 0)] - xyz[:, None, :]
     sq = np.where(valid, np.einsum("nkd,nkd->nk", diff, diff), 0.0)
     return cols, sq
+
+
+def laplacian(W: sp.spmatrix, kind: str = "normalized") -> sp.csr_matrix:
+    """The Laplacian of a symmetric weight matrix: ``"normalized"``
+    I - D^-1/2 W D^-1/2 (isolated vertices get zero rows) or ``"combinatorial"`` D - W.
+
+    >>> import scipy.sparse as sp
+    >>> laplacian(sp.csr_matrix([[0, 1.0], [1.0, 0]])).toarray()
+    array([[ 1., -1.],
+           [-1.,  1.]])
+    """
+    if kind not in LAPLACIANS:
+        raise ValueError(f"laplacian must be one of {LAPLACIANS}, got {kind!r}")
+    d = np.asarray(W.sum(axis=1)).ravel()
+    if kind == "combinatorial":
+        L = sp.diags(d) - W
+    else:
+        with np.errstate(divide="ignore"):
+            dinv = np.where(d > 0, 1 / np.sqrt(d), 0.0)
+        Dm = sp.diags(dinv)
+        L = sp.identity(W.shape[0], format="csr") - Dm @ W @ Dm
+    L = sp.csr_matrix(L)
+    L.sort_indices()
+    return L
 
 
 def lanczos_max_eigenvalue(A: sp.spmatrix, steps: int = 80, rtol: float = 1e-5, seed: int = 0) -> float:
@@ -265,17 +289,7 @@ class SphereGraph:
     @cached_property
     def L(self) -> sp.csr_matrix:
         """The Laplacian (normalized or combinatorial), symmetric CSR."""
-        d = self.degree
-        if self.laplacian_type == "combinatorial":
-            L = sp.diags(d) - self.W
-        else:
-            with np.errstate(divide="ignore"):
-                dinv = np.where(d > 0, 1 / np.sqrt(d), 0.0)
-            Dm = sp.diags(dinv)
-            L = sp.identity(self.npix, format="csr") - Dm @ self.W @ Dm
-        L = sp.csr_matrix(L)
-        L.sort_indices()
-        return L
+        return laplacian(self.W, self.laplacian_type)
 
     @cached_property
     def lmax(self) -> float:

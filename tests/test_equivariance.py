@@ -11,7 +11,8 @@ import graphsphere as gs
 from graphsphere import kernel_widths as kw
 from graphsphere import rotation as rot
 from graphsphere.equivariance import (EquivarianceProbe, EquivarianceResult, equiangular_grid_graph,
-                                      equivariance_error, normalized_laplacian, rotation_floor)
+                                      equivariance_error, rotation_floor)
+from graphsphere.graph import laplacian
 from graphsphere.sampling.equiangular import Equiangular
 from graphsphere.sampling.gauss_legendre import GaussLegendre
 
@@ -60,7 +61,7 @@ def test_scrambling_operators_measure_order_one():
     res = equivariance_error(lambda x: x[perm], GL, degrees=(3, 10), n_signals=2, n_rotations=2)
     assert np.all(res.error > 0.8)   # ~sqrt(2): R P f and P R f are unrelated maps
     s = Equiangular(32, 64, poles="SOFT")
-    grid = normalized_laplacian(equiangular_grid_graph(s))
+    grid = laplacian(equiangular_grid_graph(s))
     res = equivariance_error(grid, s, degrees=(4, 12), n_signals=2, n_rotations=2)
     assert np.all(res.error > 0.3), res
 

@@ -76,11 +76,12 @@ def parse_graph(spec: str, sampling):
 
 def _parse_graph(spec: str, sampling):
     from graphsphere import SphereGraph
+    from graphsphere.graph import laplacian
     from graphsphere import equivariance as eq
     from graphsphere import kernel_widths as kw
 
     if spec == "grid":
-        return "4-neighbour grid", eq.normalized_laplacian(eq.equiangular_grid_graph(sampling))
+        return "4-neighbour grid", laplacian(eq.equiangular_grid_graph(sampling))
     head, _, width = spec.partition(":")
     if not head.startswith("k") or not head[1:].isdigit():
         raise SystemExit(f"bad graph {spec!r}: use kK:WIDTH (e.g. k20:tuned) or grid")
