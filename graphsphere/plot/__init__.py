@@ -1,4 +1,17 @@
-"""Pictures: maps on the sphere, spectra, equivariance curves, training curves.
+"""Pictures: maps on the sphere, spectra, filters, equivariance curves.
 
-matplotlib is imported inside the functions (it is an optional extra).
+matplotlib is imported inside the functions (it is an optional extra:
+``pip install 'graphsphere[plot]'``).
+
+>>> from graphsphere import plot
+>>> callable(plot.mollview) and callable(plot.plot_equivariance)
+True
 """
+
+from . import equivariance, maps, spectral
+from .equivariance import plot_equivariance, plot_tuning
+from .maps import mollview, savefig, scatter
+from .spectral import plot_alignment, plot_filter_response, plot_spectrum, plot_transfer_function
+
+__all__ = ["maps", "spectral", "equivariance", "mollview", "scatter", "savefig", "plot_spectrum", "plot_alignment",
+           "plot_filter_response", "plot_transfer_function", "plot_equivariance", "plot_tuning"]
