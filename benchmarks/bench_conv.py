@@ -239,7 +239,7 @@ def main() -> None:
     except ImportError:
         lines.append("torch_geometric not installed.")
     lines.append("")
-    rows, mem_rows, roof_rows = [], [], []
+    rows, roof_rows, mem_256 = [], [], {}
     for nside in nsides:
         reps = 5 if nside < 256 else 3
         print(f"nside {nside}: timing ...", flush=True)
@@ -250,6 +250,8 @@ def main() -> None:
             mem[impl] = run_child("memory", nside, impl)
         print(f"nside {nside}: roofline ...", flush=True)
         roof = run_child("roofline", nside, reps=reps)
+        if nside == 256:
+            mem_256 = mem
         ours = tm.get("graphsphere", {})
         for impl in IMPLS:
             t = tm.get(impl)
@@ -305,9 +307,15 @@ def main() -> None:
                          f"{fmt_mb(m['peak_bytes'])} ({m['peak_bytes'] / act:.1f} activations of "
                          f"{fmt_mb(act)}), resident before the pass (operator, input, weights) "
                          f"{fmt_mb(m['rss_before'])}.")
-        lines += ["", "Peers at nside 1024 were not run: their memory grows like the nside 256 rows above "
-                  "times 16 (batch 1 instead of 8: times 2), beyond this machine's 24 GB for torch_geometric "
-                  "already at nside 256.", ""]
+        lines += ["", "Peers were not run at nside 1024 (each would need minutes and most of this shared "
+                  "machine's 24 GB). Their memory is linear in pixels x batch, so the nside 256 rows above "
+                  "(batch 8) predict it: times 16 pixels / 8 batch = 2x:"]
+        for impl in IMPLS:
+            pk = mem_256.get(impl, {}).get("peak_bytes")
+            if pk:
+                lines.append(f"- {impl}: ~{fmt_mb(2 * pk)} predicted "
+                             f"({2 * pk / (12 * 1024**2 * CIN * 4):.1f} activations).")
+        lines.append("")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines))
     print("\n".join(lines))
