@@ -106,7 +106,8 @@ def test_matches_deepsphere(graph):
     x = torch.from_numpy(rng.standard_normal((2, graph.npix, cin)).astype(np.float32))
     w = torch.from_numpy(rng.standard_normal((K, cin, cout)).astype(np.float32))
     L = graph.operator().tocoo()
-    L_t = torch.sparse_coo_tensor(np.stack([L.row, L.col]), L.data.astype(np.float32), L.shape).coalesce()
+    L_t = torch.sparse_coo_tensor(np.stack([L.row, L.col]), L.data.astype(np.float32), L.shape,
+                                  check_invariants=True).coalesce()
     # deepsphere 0.2.1 multiplies its [B*V, Fin*K] stack (column fin*K + k) by
     # weight.view(Fin*K, Fout): entry fin*K + k of that flat view is theta_k[fin].
     w_ds = w.permute(1, 0, 2).reshape(cin * K, cout).view(K, cin, cout)
