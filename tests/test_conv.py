@@ -249,7 +249,7 @@ def test_module_double_and_operator_input(graph):
     np.testing.assert_allclose(m(x).detach().numpy(), ref, rtol=1e-10, atol=1e-12)
     # a torch sparse tensor works as the operator too (COO and CSR)
     coo = graph.operator().tocoo()
-    L_t = torch.sparse_coo_tensor(np.stack([coo.row, coo.col]), coo.data, coo.shape)
+    L_t = torch.sparse_coo_tensor(np.stack([coo.row, coo.col]), coo.data, coo.shape, check_invariants=True)
     for L in (L_t, L_t.to_sparse_csr()):
         y = cheb_conv(x, L, m.weight, m.bias)
         np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-10, atol=1e-12)
