@@ -14,6 +14,17 @@ except ImportError:  # optional: the tests run without it, only slower on a busy
     pass
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests with one torch thread (restored after)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -17,18 +17,6 @@ from graphsphere.sampling.equiangular import Equiangular
 from graphsphere.sampling.gauss_legendre import GaussLegendre
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # healpy's OpenMP transforms slow down 10-100x when threads compete on a busy machine.
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(1):
-        yield
-
-
 GL = GaussLegendre(16)  # exact transforms up to lmax 15: rotations exact to round-off
 
 

@@ -17,18 +17,6 @@ from graphsphere.sampling.icosahedral import Icosahedral
 from graphsphere.sampling.points import Points
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # healpy's OpenMP transforms slow down 10-100x when threads compete on a busy machine.
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(1):
-        yield
-
-
 def test_units_and_published_widths():
     for sigma in (0.001, 0.0123, 0.5):
         assert kw.t_to_sigma(kw.sigma_to_t(sigma)) == pytest.approx(sigma)

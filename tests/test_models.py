@@ -14,13 +14,8 @@ from graphsphere.nn.pool import Unpool
 HEALPix = gs.sampling.HEALPix
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: threads only add overhead (and contend on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny tensors: threads only add overhead (and contend on a shared machine).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,6 @@ from graphsphere.sampling.icosahedral import Icosahedral
 from graphsphere.sampling.points import Points
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # healpy's OpenMP transforms slow down 10-100x when threads compete on a busy machine.
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(1):
-        yield
-
-
 def Rz(a):
     c, s = np.cos(a), np.sin(a)
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])

@@ -30,19 +30,6 @@ def healpix_graph(nside, k=8, laplacian="normalized", indices=None):
                           laplacian=laplacian)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_openmp_thread():
-    # healpy's OpenMP and BLAS threads spin-wait; on a loaded 2-core machine
-    # that made 81 tiny map2alm calls take 11 s instead of 0.15 s.
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(1):
-        yield
-
-
 @pytest.fixture(scope="module")
 def bases():
     """(lmax+1)^2 = 81 lowest eigenpairs of nside-16 HEALPix graphs."""
