@@ -65,7 +65,7 @@ def test_checkpoint_takes_raw_maps_and_reproduces_the_test_accuracy(small_run):
     from graphsphere.train.module import SphereTask
 
     cfg, results = small_run
-    ckpt = Path(cfg.output_dir) / "runs" / "deepsphere_fcn_order1_noise0_seed0" / "checkpoints" / "best.ckpt"
+    (ckpt,) = (Path(cfg.output_dir) / "runs").glob("deepsphere_fcn_order1_noise0_seed0_*/checkpoints/best.ckpt")
     model = SphereTask.from_checkpoint(ckpt).model
     assert isinstance(model, StandardizedSphericalCNN)
     # The constants are the training patches' std, in convergence units (~1e-2), not 1.
@@ -75,6 +75,22 @@ def test_checkpoint_takes_raw_maps_and_reproduces_the_test_accuracy(small_run):
     assert abs(float(model.input_mean)) < 0.1 * data.std            # the maps have mean zero
     acc = evaluate(ckpt)["acc"]
     assert acc == pytest.approx(results["accuracy"]["deepsphere_fcn"]["o1"]["0"][0], abs=1e-6)
+
+
+def test_same_command_reuses_its_runs_and_changed_settings_do_not(small_run):
+    import shutil
+
+    cfg, results = small_run
+    out2 = cfg.output_dir + "_again"   # a copy, to leave the first run's table and pictures alone
+    shutil.copytree(Path(cfg.output_dir) / "runs", Path(out2) / "runs")
+    same = cfg.model_copy(update={"methods": ["deepsphere_fcn"], "output_dir": out2})
+    again = run(same)                  # finished: re-tested from its checkpoint, not retrained
+    assert again["accuracy"]["deepsphere_fcn"] == results["accuracy"]["deepsphere_fcn"]
+    folders = "deepsphere_fcn_order1_noise0_seed0_*"
+    assert len(list((Path(out2) / "runs").glob(folders))) == 1
+    changed = same.model_copy(update={"deepsphere": cfg.deepsphere.model_copy(update={"lr": 1e-3, "epochs": 1})})
+    run(changed)                       # never resumes the other model: a folder of its own
+    assert len(list((Path(out2) / "runs").glob(folders))) == 2
 
 
 def test_table_and_pictures_are_written(small_run):
