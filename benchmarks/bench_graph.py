@@ -34,7 +34,7 @@ t0 = time.perf_counter(); s.xyz; t1 = time.perf_counter()
 import warnings; warnings.simplefilter("ignore")
 g = gs.SphereGraph(s, k=k); t2 = time.perf_counter()
 g.L; t3 = time.perf_counter()
-g.lmax; t4 = time.perf_counter()
+g.lambda_max; t4 = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"sampling": s.describe(), "npix": s.npix, "k": k, "edges": g.n_edges,
                   "points_s": t1 - t0, "graph_s": t2 - t1, "laplacian_s": t3 - t2, "lmax_s": t4 - t3,

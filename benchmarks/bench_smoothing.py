@@ -60,7 +60,7 @@ def build(nside: int, partial: bool, workdir: Path, scale: float | None) -> dict
     t = gs.kernel_widths.sigma_to_t(gs.kernel_widths.published_sigma(nside, 8))
     g = gs.SphereGraph(gs.sampling.HEALPix(nside=nside, indices=indices), k=8, kernel_width=t)
     t1 = time.perf_counter()
-    lmax = g.lmax
+    lmax = g.lambda_max
     t2 = time.perf_counter()
     op = g.operator()
     t3 = time.perf_counter()

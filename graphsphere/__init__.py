@@ -17,8 +17,8 @@ from .graph import SphereGraph
 
 __version__ = "0.1.0"
 
-_LAZY = {"nn", "models", "train", "data", "spectral", "rotation", "equivariance", "kernel_widths", "plot",
-         "baselines"}
+_LAZY = {"nn", "models", "train", "data", "spectral", "rotation", "equivariance", "kernel_widths", "tuning", "plot",
+         "experiments", "config", "files"}
 
 __all__ = ["sampling", "SphereGraph", "__version__", *sorted(_LAZY)]
 

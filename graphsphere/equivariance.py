@@ -38,11 +38,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import rotation as rot
-from .graph import laplacian
+from .graph import SphereGraph
 from .sampling.base import Sampling
 
-__all__ = ["EquivarianceResult", "EquivarianceProbe", "equivariance_error", "rotation_floor", "as_operator",
-           "equiangular_grid_graph", "ROTATIONS"]
+__all__ = ["EquivarianceResult", "EquivarianceProbe", "equivariance_error", "rotation_floor", "map_function",
+           "ROTATIONS"]
 
 #: Rotation protocols and the healpy Jacobi iterations they use on HEALPix.
 ROTATIONS = {"accurate": 3, "non_iterated": 0}
@@ -95,7 +95,7 @@ class EquivarianceResult:
 
 
 # -- operators ---------------------------------------------------------------
-def as_operator(operator, npix: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def map_function(operator, npix: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A function from maps ``[npix, n]`` to outputs ``[npix_out, n * c]``.
 
     Accepts a ``SphereGraph`` (its Laplacian ``L``), a scipy sparse matrix or
@@ -104,7 +104,7 @@ def as_operator(operator, npix: int | None = None) -> Callable[[np.ndarray], np.
     ``torch.nn.Module`` taking ``[batch, vertices, channels]`` (each signal
     is a batch element with one channel; the output's channels are stacked).
     """
-    if hasattr(operator, "L") and hasattr(operator, "sampling"):  # a SphereGraph
+    if isinstance(operator, SphereGraph):
         operator = operator.L
     if sp.issparse(operator) or isinstance(operator, np.ndarray):
         A = operator.tocsr() if sp.issparse(operator) else operator
@@ -213,7 +213,7 @@ class EquivarianceProbe:
 
     def errors(self, operator, output_sampling: Sampling | None = None) -> np.ndarray:
         """Every single error, shape (n_degrees, n_rotations * n_signals)."""
-        op = as_operator(operator, self.sampling.npix)
+        op = map_function(operator, self.sampling.npix)
         out_s = self.sampling if output_sampling is None else output_sampling
         out_lmax = self.lmax if output_sampling is None else rot.band_limit(out_s, None)
         n = self.n_signals
@@ -291,39 +291,3 @@ def rotation_floor(sampling: Sampling, degrees=(10, 50, 100, 190), n_signals: in
                               floor=floor, floor_direct=direct, rotation=rotation, n_signals=probe.n_signals,
                               n_rotations=probe.n_rotations, sampling=sampling.describe(), label="rotation floor")
 
-
-# -- the equiangular 4-neighbour graph -------------------------------------------
-def equiangular_grid_graph(sampling) -> sp.csr_matrix:
-    """Weights of the 4-neighbour grid graph of a latitude-longitude grid.
-
-    Each pixel is joined to its north, south, east and west neighbours
-    (longitudes wrap around), with weight 1 / (great-circle distance), the
-    graph of the DeepSphere SHREC'17 equiangular run. Pixels that coincide
-    (the pole row of a Driscoll-Healy grid) are not joined to each other.
-    Works for any ring grid (``Equiangular``, ``GaussLegendre``).
-
-    >>> from graphsphere.sampling.equiangular import Equiangular
-    >>> W = equiangular_grid_graph(Equiangular(8, 16, poles="SOFT"))
-    >>> W.shape, int(W.getnnz(axis=1).min()), int(W.getnnz(axis=1).max())
-    ((128, 128), 3, 4)
-    """
-    if not rot.is_ring_grid(sampling):
-        raise TypeError(f"equiangular_grid_graph needs a latitude-longitude grid (Equiangular, GaussLegendre), "
-                        f"got {sampling.describe()}")
-    nlat, nlon = sampling.nlat, sampling.nlon
-    if nlon < 3:
-        raise ValueError(f"a grid graph needs at least 3 longitudes (east and west neighbours differ), got {nlon}")
-    idx = np.arange(nlat * nlon).reshape(nlat, nlon)
-    east = np.stack([idx.ravel(), np.roll(idx, -1, axis=1).ravel()])
-    south = np.stack([idx[:-1].ravel(), idx[1:].ravel()])
-    rows, cols = np.concatenate([east, south], axis=1)
-    xyz = sampling.xyz
-    dot = np.clip(np.einsum("ij,ij->i", xyz[rows], xyz[cols]), -1, 1)
-    dist = np.arccos(dot)
-    keep = dist > 1e-12
-    w = 1 / dist[keep]
-    n = nlat * nlon
-    A = sp.coo_matrix((w, (rows[keep], cols[keep])), shape=(n, n))
-    W = (A + A.T).tocsr()
-    W.sort_indices()
-    return W

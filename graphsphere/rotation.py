@@ -58,6 +58,7 @@ import scipy.linalg
 from scipy.spatial.transform import Rotation
 
 from .sampling.base import Sampling
+from .sampling.equiangular import RingGrid
 from .sampling.healpix import HEALPix
 
 __all__ = ["random_rotation", "euler_zyz", "default_lmax", "band_limit", "is_ring_grid", "nalm", "random_alm",
@@ -193,7 +194,7 @@ def legendre(lmax: int, x: np.ndarray) -> np.ndarray:
 # -- transforms per sampling ----------------------------------------------------
 def is_ring_grid(sampling: Sampling) -> bool:
     """Whether the sampling is a latitude-longitude grid (rings of equally spaced longitudes)."""
-    return all(hasattr(sampling, a) for a in ("nlat", "nlon", "colatitudes", "longitudes"))
+    return isinstance(sampling, RingGrid)
 
 
 def _as_2d(m, npix: int, what: str = "map") -> tuple[np.ndarray, bool]:
@@ -209,7 +210,7 @@ def band_limit(sampling: Sampling, lmax: int | None = None) -> int:
     Raises for partial skies (a rotation is undefined there) and band limits
     the sampling cannot determine.
     """
-    if not getattr(sampling, "full_sphere", True):
+    if not sampling.full_sphere:
         raise ValueError(f"{sampling.describe()} is a partial sky: a rotation moves pixels outside it, "
                          "so it is undefined; rotate the full-sky map instead")
     top = default_lmax(sampling)
@@ -324,7 +325,7 @@ def alm2map(alm, sampling: Sampling, lmax: int | None = None) -> np.ndarray:
         raise ValueError(f"alm has {a.shape[0]} coefficients along axis 0, lmax={lmax} needs {nalm(lmax)}")
     squeeze = a.ndim == 1
     a = a.reshape(a.shape[0], -1).astype(np.complex128)
-    if not getattr(sampling, "full_sphere", True):
+    if not sampling.full_sphere:
         raise ValueError(f"{sampling.describe()} is a partial sky; synthesise on the full sky and select "
                          "the pixels")
     if isinstance(sampling, HEALPix):

@@ -8,6 +8,7 @@ import torch
 
 import graphsphere as gs
 from graphsphere.nn import conv as conv_mod
+from graphsphere.nn import GraphOperator
 from graphsphere.nn.conv import ChebConv
 from graphsphere.nn.functional import chebyshev as cheb
 from graphsphere.nn.functional.chebyshev import SparseOperator, as_operator, cheb_conv, laplacian_matmul
@@ -132,8 +133,8 @@ def test_matches_torch_geometric(laplacian):
     x = torch.randn(2, g.npix, cin, dtype=torch.float64)
     W = g.W.tocoo()  # float64 weights (to_edge_index gives float32)
     ei = torch.from_numpy(np.stack([W.row, W.col]).astype(np.int64))
-    lam = torch.tensor(g.lmax, dtype=torch.float64)
-    ref = ref_conv(x, ei, torch.from_numpy(W.data), lambda_max=lam)  # [B, V, C] with a static graph
+    lam = torch.tensor(g.lambda_max, dtype=torch.float64)
+    ref = ref_conv(x, ei, torch.from_numpy(W.data.copy()), lambda_max=lam)  # [B, V, C] with a static graph
     ours = cheb_conv(x, as_operator(g, dtype=torch.float64), w, b)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
 
@@ -200,17 +201,23 @@ def test_peak_memory_does_not_grow_with_K():
     assert p12 < 6 * unit, p12 / unit
 
 
-def test_module_state_dict_round_trip(graph, tmp_path):
+def test_module_state_dict_holds_weights_only(graph, tmp_path):
     a = ChebConv(3, 5, K=4, graph=graph)
     with torch.no_grad():
         a.bias.normal_()
-    assert {"op_indptr", "op_indices", "op_values", "weight", "bias"} <= set(a.state_dict())
+    assert set(a.state_dict()) == {"weight", "bias"}    # the operator is derived from the graph, not state
     torch.save(a.state_dict(), tmp_path / "conv.pt")
-    b = ChebConv(3, 5, K=4)  # no graph: the operator comes with the weights
-    b.load_state_dict(torch.load(tmp_path / "conv.pt"))
+    b = ChebConv(3, 5, K=4, graph=graph)
+    b.load_state_dict(torch.load(tmp_path / "conv.pt", weights_only=True))
     x = torch.randn(2, graph.npix, 3)
     torch.testing.assert_close(b(x), a(x), rtol=0, atol=0)
     assert repr(b) == f"ChebConv(3, 5, K=4, vertices={graph.npix})"
+    # layers built on one graph share its operator tensors (the graph's cache), and a shared
+    # GraphOperator is one module
+    assert b.graph_operator.values.data_ptr() == a.graph_operator.values.data_ptr()
+    shared = GraphOperator(graph)
+    c, d = ChebConv(3, 5, K=2, operator=shared), ChebConv(5, 2, K=2, operator=shared)
+    assert c.graph_operator is d.graph_operator
 
 
 def test_module_to_double(graph):
@@ -218,7 +225,7 @@ def test_module_to_double(graph):
     x = torch.randn(1, graph.npix, 2)
     y32 = m(x)
     m.double()
-    assert m.op_values.dtype == torch.float64 and m.weight.dtype == torch.float64
+    assert m.operator.values.dtype == torch.float64 and m.weight.dtype == torch.float64
     y64 = m(x.double())
     assert y64.dtype == torch.float64
     torch.testing.assert_close(y64.float(), y32, rtol=1e-5, atol=1e-5)
@@ -237,13 +244,13 @@ def test_module_init_and_repr(graph):
 
 def test_module_double_and_operator_input(graph):
     m = ChebConv(2, 3, K=3, operator=graph.operator())
-    assert m.op_values.dtype == torch.float32 and m.op_indices.dtype == torch.int32
+    assert m.operator.values.dtype == torch.float32 and m.operator.indices.dtype == torch.int32
     torch.set_default_dtype(torch.float64)
     try:  # built in float64 from the start: the operator keeps full precision
         m = ChebConv(2, 3, K=3, operator=graph.operator())
     finally:
         torch.set_default_dtype(torch.float32)
-    assert m.op_values.dtype == torch.float64 and m.weight.dtype == torch.float64
+    assert m.operator.values.dtype == torch.float64 and m.weight.dtype == torch.float64
     x = torch.randn(1, graph.npix, 2, dtype=torch.float64)
     ref = dense_cheb(graph.operator().toarray(), x.numpy(), m.weight.detach().numpy(), m.bias.detach().numpy())
     np.testing.assert_allclose(m(x).detach().numpy(), ref, rtol=1e-10, atol=1e-12)
@@ -301,8 +308,8 @@ def test_errors(graph):
         as_operator(sp.csr_matrix(np.triu(np.ones((5, 5)))))
     with pytest.raises(ValueError, match="square"):
         as_operator(sp.csr_matrix(np.ones((4, 5))))
-    with pytest.raises(RuntimeError, match="no operator"):
-        ChebConv(3, 4, K=3)(torch.randn(1, 192, 3))
+    with pytest.raises(ValueError, match="exactly one"):
+        ChebConv(3, 4, K=3)
     with pytest.raises(ValueError, match="K must be a positive integer"):
         ChebConv(3, 4, K=0, graph=graph)
     with pytest.raises(TypeError, match="float64 but weight is torch.float32"):

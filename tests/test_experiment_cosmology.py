@@ -11,14 +11,8 @@ pytest.importorskip("pyccl")
 pytest.importorskip("lightning")
 pytest.importorskip("sklearn")
 
-from graphsphere.experiments.cosmology import (
-    ExperimentConfig,
-    StandardizedSphericalCNN,
-    format_table,
-    load_config,
-    run,
-)
-from graphsphere.train.config import ConfigError
+from graphsphere.config import ConfigError
+from graphsphere.experiments.cosmology import ExperimentConfig, format_table, load_config, run
 
 # nside 64, order 1: 12 patches of 64 x 64 pixels per map, so a run trains in ~15 s.
 # shift_scale 0.1 shrinks both models' lognormal shifts tenfold (their ratio kept): the maps become
@@ -66,15 +60,31 @@ def test_checkpoint_takes_raw_maps_and_reproduces_the_test_accuracy(small_run):
 
     cfg, results = small_run
     (ckpt,) = (Path(cfg.output_dir) / "runs").glob("deepsphere_fcn_order1_noise0_seed0_*/checkpoints/best.ckpt")
-    model = SphereTask.from_checkpoint(ckpt).model
-    assert isinstance(model, StandardizedSphericalCNN)
+    norm = SphereTask.from_checkpoint(ckpt).input_norm
     # The constants are the training patches' std, in convergence units (~1e-2), not 1.
     data = make_dataset(nside=64, n_maps_per_class=20, order=1, progress=False, shift_scale=0.1,
                         cache_dir=cfg.data.cache_dir)
-    assert abs(float(model.input_std) - data.std) / data.std < 0.2   # 10 training maps vs all 40
-    assert abs(float(model.input_mean)) < 0.1 * data.std            # the maps have mean zero
-    acc = evaluate(ckpt)["acc"]
+    assert abs(float(norm.std) - data.std) / data.std < 0.2   # 10 training maps vs all 40
+    assert abs(float(norm.mean)) < 0.1 * data.std            # the maps have mean zero
+    acc = evaluate(ckpt)["test_acc"]
     assert acc == pytest.approx(results["accuracy"]["deepsphere_fcn"]["o1"]["0"][0], abs=1e-6)
+
+
+def test_baselines_are_scored_on_the_test_maps(small_run):
+    """The SVM's reported accuracy is that of a fresh fit on the training and validation maps scored on
+    the test maps (the same seed): scoring on the training maps would report another number."""
+    from graphsphere.experiments.cosmology.baselines import SVMBaseline
+    from graphsphere.experiments.cosmology.runner import _arrays, _train_config
+    from graphsphere.train.config import load_train_config
+    from graphsphere.train.engine import build_data
+
+    cfg, results = small_run
+    splits = build_data(load_train_config(_train_config(cfg, "deepsphere_fcn", 1, 0.0, 0, Path("unused"))))
+    (xtr, ytr), (xva, yva), (xte, yte) = (_arrays(s) for s in (splits.train, splits.val, splits.test))
+    svm = SVMBaseline("histogram", seed=0).fit(np.concatenate([xtr, xva]), np.concatenate([ytr, yva]))
+    on_test, on_train = svm.score(xte, yte), svm.score(xtr, ytr)
+    assert on_test != on_train                               # the two are distinguishable here
+    assert results["accuracy"]["svm_histogram"]["o1"]["0"][0] == pytest.approx(on_test, abs=1e-12)
 
 
 def test_same_command_reuses_its_runs_and_changed_settings_do_not(small_run):

@@ -54,7 +54,7 @@ def test_heuristic_and_tuned_widths():
     assert tuned.t == kernel_widths.tuned_t(s32, 20)
     # our widths (tuned against accurate rotations) stay within 10% of the published sigma
     assert kernel_widths.t_to_sigma(tuned.t) == pytest.approx(0.03185, rel=0.1)
-    published = kernel_widths.sigma_to_t(kernel_widths.published_sigma(32, 20))
+    published = kernel_widths.published_t(32, 20)
     assert published == pytest.approx(0.03185**2 / (4 * np.log(2)))
     # fitted law sigma = c / nside outside the table: nside * sigma ~ 0.79 for k = 8
     assert kernel_widths.healpix_scaling_constant(8) == pytest.approx(0.79, abs=0.01)
@@ -79,7 +79,7 @@ def test_laplacian_and_lmax_against_dense_eigh(laplacian):
     np.testing.assert_allclose(L, ref, atol=1e-12)
     ev = np.linalg.eigvalsh(L)
     assert ev[0] == pytest.approx(0, abs=1e-9)
-    assert g.lmax == pytest.approx(1.02 * ev[-1], rel=1e-4)  # Lanczos on 768 vertices
+    assert g.lambda_max == pytest.approx(1.02 * ev[-1], rel=1e-4)  # Lanczos on 768 vertices
     op_ev = np.linalg.eigvalsh(g.operator().toarray())
     assert op_ev.min() >= -1 - 1e-9 and op_ev.max() <= 1
     op_ev = np.linalg.eigvalsh(g.operator(a=0.75).toarray())
@@ -89,13 +89,13 @@ def test_laplacian_and_lmax_against_dense_eigh(laplacian):
 def test_save_load_round_trip(tmp_path):
     for s in [gs.sampling.HEALPix(nside=8), gs.sampling.HEALPix(nside=8, indices=np.arange(64)[::-1])]:
         g = gs.SphereGraph(s, k=8, kernel_width="tuned", laplacian="combinatorial")
-        g.lmax  # noqa: B018 - computed, so saved
+        g.lambda_max  # noqa: B018 - computed, so saved
         g.save(tmp_path / "g.npz")
         h = gs.SphereGraph.load(tmp_path / "g.npz")
         assert h.sampling == s and h.t == g.t and h.k == 8 and h.laplacian_type == "combinatorial"
         for a in ["data", "indices", "indptr"]:
             np.testing.assert_array_equal(getattr(h.W, a), getattr(g.W, a))
-        assert h.lmax == g.lmax
+        assert h.lambda_max == g.lambda_max and h == g
         assert abs(h.operator() - g.operator()).max() == 0
     assert [p.name for p in tmp_path.iterdir()] == ["g.npz"]  # no temp file left
 
@@ -132,3 +132,92 @@ def test_disconnected_graph_warns_with_sizes():
     with pytest.warns(UserWarning, match="2 connected components \\(sizes 64, 64\\)"):
         g = gs.SphereGraph(gs.sampling.HEALPix(nside=8, indices=ids), k=8)
     assert g.n_components == 2
+
+
+def test_k60_takes_the_published_width_in_t_units():
+    # k = 60 is not in the tuned table: "auto" takes the published sigma, converted to t
+    g = gs.SphereGraph(gs.sampling.HEALPix(nside=32), k=60)
+    assert g.t == pytest.approx(0.051720**2 / (4 * np.log(2)), rel=1e-12)
+
+
+@pytest.mark.parametrize("nest", [True, False])
+def test_native_neighbours_are_near_in_either_ordering(nest):
+    # the native graph must ask healpy for neighbours in the sampling's own ordering
+    s = gs.sampling.HEALPix(nside=8, nest=nest)
+    g = gs.SphereGraph(s, k=8, neighbours="healpix", kernel_width="mean")
+    coo = sp.triu(g.W, 1).tocoo()
+    longest = np.linalg.norm(s.xyz[coo.row] - s.xyz[coo.col], axis=1).max()
+    assert longest < 0.3                          # 0.243 at nside 8; neighbour ids of the other order: ~2
+    ref = gs.SphereGraph(gs.sampling.HEALPix(nside=8), k=8, neighbours="healpix", kernel_width="mean")
+    assert g.t == pytest.approx(ref.t, rel=1e-12) and g.n_edges == ref.n_edges
+
+
+def test_grid_graph_structure():
+    s = gs.sampling.Equiangular(8, 16, poles="SOFT")
+    g = gs.SphereGraph(s, k=4, neighbours="grid")
+    deg = np.diff(g.W.indptr)
+    assert deg.min() == 3 and deg.max() == 4 and g.t is None
+    i, j = 40, 41                                   # east neighbours on one ring: weight 1 / arc length
+    arc = np.arccos(np.clip(s.xyz[i] @ s.xyz[j], -1, 1))
+    assert g.W[i, j] == pytest.approx(1 / arc, rel=1e-12)
+    with pytest.raises(TypeError, match="latitude-longitude grid"):
+        gs.SphereGraph(gs.sampling.HEALPix(nside=2), k=4, neighbours="grid")
+    with pytest.raises(ValueError, match="k=4"):
+        gs.SphereGraph(s, k=8, neighbours="grid")
+
+
+def test_graph_is_a_frozen_value_with_one_cache():
+    s = gs.sampling.HEALPix(nside=4)
+    g = gs.SphereGraph(s, k=8)
+    with pytest.raises(AttributeError, match="frozen"):
+        g.t = 1.0
+    assert g == gs.SphereGraph(s, k=8) and g != gs.SphereGraph(s, k=8, kernel_width="mean")
+    assert g.operator(0.75) is g.operator(0.75)     # computed once
+    with pytest.warns(FutureWarning, match="lambda_max"):
+        assert g.lmax == g.lambda_max
+
+
+def test_damaged_graph_file_is_refused(tmp_path):
+    g = gs.SphereGraph(gs.sampling.HEALPix(nside=4), k=8)
+    g.save(tmp_path / "g.npz")
+    data = bytearray((tmp_path / "g.npz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="bad.npz"):
+        gs.SphereGraph.load(tmp_path / "bad.npz")
+
+
+def test_cached_graph_builds_once_and_rebuilds_a_damaged_file(tmp_path, monkeypatch):
+    from graphsphere import graph as graph_mod
+
+    monkeypatch.setenv("GRAPHSPHERE_CACHE", str(tmp_path))
+    monkeypatch.setattr(graph_mod, "CACHE_MIN_NPIX", 100)
+    s = gs.sampling.HEALPix(nside=8)
+    g = graph_mod.cached_graph(s, k=8)
+    files = list((tmp_path / "graphs").iterdir())
+    assert len(files) == 1
+    builds = []
+    monkeypatch.setattr(graph_mod, "_build", lambda *a, **k: builds.append(1) or (_ for _ in ()).throw(
+        AssertionError("rebuilt a cached graph")))
+    h = graph_mod.cached_graph(s, k=8)
+    assert h == g and h.lambda_max == g.lambda_max and not builds
+    files[0].write_bytes(files[0].read_bytes()[:100])            # truncated
+    monkeypatch.undo()
+    monkeypatch.setenv("GRAPHSPHERE_CACHE", str(tmp_path))
+    monkeypatch.setattr(graph_mod, "CACHE_MIN_NPIX", 100)
+    with pytest.warns(UserWarning, match="damaged"):
+        again = graph_mod.cached_graph(s, k=8)
+    assert again == g and abs(again.W - g.W).max() == 0
+
+
+def test_version_1_graph_files_load(tmp_path):
+    # the layout graphsphere 0.1 wrote: sampling scalars in meta, arrays as sampling_*
+    import json
+
+    g = gs.SphereGraph(gs.sampling.HEALPix(nside=4, indices=np.arange(48)), k=8)
+    meta = {"k": 8, "kernel_width": "auto", "laplacian": "normalized", "neighbours": "knn", "t": g.t,
+            "lmax": 1.5, "sampling": {"type": "HEALPix", "nside": 4, "nest": True}}
+    np.savez(tmp_path / "v1.npz", meta=np.array(json.dumps(meta)), W_data=g.W.data, W_indices=g.W.indices,
+             W_indptr=g.W.indptr, W_shape=np.array(g.W.shape), sampling_indices=np.arange(48))
+    h = gs.SphereGraph.load(tmp_path / "v1.npz")
+    assert h == g and h.lambda_max == 1.5 and abs(h.W - g.W).max() == 0

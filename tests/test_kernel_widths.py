@@ -10,6 +10,7 @@ import pytest
 
 import graphsphere as gs
 from graphsphere import kernel_widths as kw
+from graphsphere import tuning
 from graphsphere.equivariance import EquivarianceProbe
 from graphsphere.sampling.equiangular import Equiangular
 from graphsphere.sampling.gauss_legendre import GaussLegendre
@@ -30,14 +31,16 @@ def test_units_and_published_widths():
 
 
 def test_families_and_resolutions():
-    assert kw.family(Equiangular(8, 16)) == "Equiangular-DH"
-    assert kw.family(Equiangular(8, 16, poles="SOFT")) == "Equiangular-SOFT"
-    assert kw.family(Equiangular(8, 20)) is None          # another aspect ratio
-    assert kw.family(GaussLegendre(8)) == "GaussLegendre"
-    assert kw.family(Points(lon=[0, 90, 180, 270, 0, 0], lat=[0, 0, 0, 0, 90, -90])) is None
-    assert kw.resolution(gs.sampling.HEALPix(nside=16, indices=np.arange(10))) == 16
-    assert kw.resolution(Icosahedral(2)) == pytest.approx(math.sqrt(162 / 12))
-    assert kw.tuning_degrees(gs.sampling.HEALPix(nside=8)) == [1, 2, 4, 8, 12, 16]
+    assert Equiangular(8, 16).family == "Equiangular-DH"
+    assert Equiangular(8, 16, poles="SOFT").family == "Equiangular-SOFT"
+    assert Equiangular(8, 20).family is None          # another aspect ratio
+    assert GaussLegendre(8).family == "GaussLegendre"
+    assert Points(lon=[0, 90, 180, 270, 0, 0], lat=[0, 0, 0, 0, 90, -90]).family is None
+    assert gs.sampling.HEALPix(nside=16, indices=np.arange(10)).family == "HEALPix"   # partial skies too
+    assert gs.sampling.HEALPix(nside=16, indices=np.arange(10)).resolution() == 16
+    assert Icosahedral(2).resolution() == pytest.approx(math.sqrt(162 / 12))
+    assert (Icosahedral(2).native_resolution, GaussLegendre(8).native_resolution) == (2, 8)
+    assert tuning.tuning_degrees(gs.sampling.HEALPix(nside=8)) == [1, 2, 4, 8, 12, 16]
 
 
 def test_shipped_table_is_consistent():
@@ -81,13 +84,13 @@ def test_tuned_t_lookup_and_law():
     assert g.t == kw.tuned_t(Icosahedral(3), 6)
     g = gs.SphereGraph(GaussLegendre(24), k=20, kernel_width="tuned")   # between tuned resolutions: the law
     c = kw.load_table()["families"]["GaussLegendre"]["law"]["20"]["c"]
-    assert g.t == pytest.approx(kw.sigma_to_t(c / kw.resolution(GaussLegendre(24))))
+    assert g.t == pytest.approx(kw.sigma_to_t(c / GaussLegendre(24).resolution()))
 
 
 def test_tune_finds_a_local_minimum(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHSPHERE_CACHE", str(tmp_path))
     s = gs.sampling.HEALPix(nside=8)
-    r = kw.tune(s, k=8)
+    r = tuning.tune(s, k=8)
     assert not r["at_bound"] and r["objective"] < r["objective_heuristic"]
     # Independently re-measured on the same draws: widths 30% off either side do worse.
     probe = EquivarianceProbe(s, r["degrees"], 2, 2, seed=0)
@@ -99,7 +102,7 @@ def test_tune_finds_a_local_minimum(tmp_path, monkeypatch):
     # cached: the second call reads the file
     files = list((tmp_path / "kernel_widths").glob("*.json"))
     assert len(files) == 1
-    assert kw.tune(s, k=8) == json.loads(files[0].read_text())["result"]
+    assert tuning.tune(s, k=8) == json.loads(files[0].read_text())["result"]
 
 
 def test_make_table_fits_the_law_on_the_finest():
@@ -108,7 +111,7 @@ def test_make_table_fits_the_law_on_the_finest():
              "objective_heuristic": 0.2, "degrees": [1], "error": [0.1], "error_heuristic": [0.2], "floor": [0.0],
              "at_bound": False, "components": 1, "seconds": 1.0}
             for n, c in ((8, 1.0), (16, 0.9), (32, 0.8))]
-    law = kw.make_table(rows, law_from_finest=2)["families"]["F"]["law"]["8"]
+    law = tuning.make_table(rows, law_from_finest=2)["families"]["F"]["law"]["8"]
     assert law["c"] == pytest.approx(0.85) and law["fitted_on"] == [16, 32]
     assert law["c_spread"] == pytest.approx(0.2)
 

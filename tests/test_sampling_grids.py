@@ -12,7 +12,10 @@ from numpy.polynomial.legendre import leggauss
 from scipy.spatial import SphericalVoronoi, cKDTree
 from scipy.special import eval_legendre
 
-from graphsphere.sampling.base import from_dict, lonlat_to_xyz
+import json
+
+from graphsphere.sampling import from_state, parse_spec
+from graphsphere.sampling.base import lonlat_to_xyz
 from graphsphere.sampling.equiangular import Equiangular
 from graphsphere.sampling.gauss_legendre import GaussLegendre
 from graphsphere.sampling.icosahedral import Icosahedral
@@ -55,11 +58,28 @@ def test_longitude_below_360():
 
 
 @pytest.mark.parametrize("s", _samplings(), ids=repr)
-def test_to_dict_round_trip(s):
-    t = from_dict({"type": type(s).__name__, **s.to_dict()})
-    assert type(t) is type(s) and t == s
+def test_state_round_trip_through_json(s):
+    state = s.to_state()
+    t = from_state(json.loads(json.dumps(state)))       # plain JSON types, exact
+    assert type(t) is type(s) and t == s and hash(t) == hash(s) and t.digest == s.digest
     np.testing.assert_array_equal(t.xyz, s.xyz)
     np.testing.assert_array_equal(t.area, s.area)
+
+
+def test_equality_is_by_state():
+    assert Equiangular(4, 8) == Equiangular(4, 8) and Equiangular(4, 8) != Equiangular(4, 8, poles="SOFT")
+    assert GaussLegendre(4) != Equiangular(4, 8)                     # same npix, other class
+    assert len({Icosahedral(2), Icosahedral(2), Icosahedral(1)}) == 2
+
+
+def test_parse_spec_short_forms():
+    assert parse_spec("equiangular:8") == Equiangular(8, 16)
+    assert parse_spec("equiangular-soft:8x12") == Equiangular(8, 12, poles="SOFT")
+    assert parse_spec("gl:6") == GaussLegendre(6) and parse_spec("icosahedral:2") == Icosahedral(2)
+    with pytest.raises(ValueError, match="unknown sampling 'healpx'.*did you mean 'healpix'"):
+        parse_spec("healpx:4")
+    with pytest.raises(ValueError, match="nlat must"):
+        parse_spec("gl:-2")
 
 
 @pytest.mark.parametrize("s", [Equiangular(8, 16), Equiangular(6, 10, poles="SOFT"), GaussLegendre(8),

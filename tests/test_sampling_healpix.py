@@ -4,7 +4,6 @@ import healpy as hp
 import numpy as np
 import pytest
 
-import graphsphere as gs
 from graphsphere.sampling import HEALPix, check_map_order, extend_footprint
 
 
@@ -114,9 +113,16 @@ def test_wrong_pixel_count_is_an_error():
         HEALPix(nside=16).check_map(np.zeros(3071))
 
 
-def test_to_dict_round_trip():
-    from graphsphere.sampling import from_dict
+def test_state_round_trip_and_compact_ranges():
+    from graphsphere.sampling import from_spec, from_state
 
     for s in [HEALPix(4), HEALPix(4, nest=False), HEALPix(4, indices=[5, 1, 2])]:
-        d = s.to_dict()
-        assert from_dict({"type": "HEALPix", **d}) == s
+        assert from_state(s.to_state()) == s
+    # a patch is one run of consecutive NESTED ids: stored as [start, stop), not 4096 ids
+    patch = HEALPix(64, indices=np.arange(4096, 8192))
+    assert patch.to_state() == {"type": "HEALPix", "nside": 64, "nest": True, "ranges": [[4096, 8192]]}
+    assert from_state(patch.to_state()) == patch
+    scattered = HEALPix(4, indices=[7, 1, 30, 2])                 # runs would be longer than the ids
+    assert scattered.to_state()["indices"] == [7, 1, 30, 2]
+    assert from_spec("healpix", nside=4, ranges=[[0, 3], [10, 12]]) == HEALPix(4, indices=[0, 1, 2, 10, 11])
+    assert HEALPix(4, indices=[1, 2]) != HEALPix(4, indices=[2, 1])   # the order is the data's order

@@ -158,8 +158,8 @@ def test_quadrature_alignment_agrees_with_healpy():
     # 0.0024 at nside 8 (HEALPix is not an exact quadrature).
     g = healpix_graph(8)
     _, U = S.fourier_basis(g, n=25)
-    e_hp = S._degree_energy_healpix(U, g.sampling, 23)
-    e_q = S._degree_energy_quadrature(U, g.sampling, 23)
+    e_hp = S.basis._degree_energy_healpix(U, g.sampling, 23)
+    e_q = S.basis._degree_energy_quadrature(U, g.sampling, 23)
     np.testing.assert_allclose(e_q / e_q.sum(1, keepdims=True), e_hp / e_hp.sum(1, keepdims=True), atol=0.005)
 
 
@@ -183,7 +183,7 @@ def test_chebyshev_coefficients_reproduce_polynomials_exactly():
     rng = np.random.default_rng(1)
     p = np.polynomial.Polynomial(rng.standard_normal(4))  # cubic in lambda
     lo, hi = 0.0, 1.7
-    theta = S.chebyshev_coefficients(p, K=6, lmax=hi)
+    theta = S.chebyshev_coefficients(p, K=6, interval=hi)
     # Independent reference: numpy's change of basis on the mapped variable,
     # lambda = lo + (x + 1)(hi - lo)/2.
     px = p(np.polynomial.Polynomial([lo + (hi - lo) / 2, (hi - lo) / 2]))
@@ -250,10 +250,10 @@ def test_apply_filter_shapes_and_depthwise(small):
 def test_chebyshev_order_meets_its_tolerance(small):
     g, _, _ = small
     h = S.heat_kernel(10.0)
-    K = S.chebyshev_order(h, g.lmax, tol=1e-4)
-    grid = np.linspace(0, g.lmax, 1000)
-    err = np.abs(S.chebyshev_response(S.chebyshev_coefficients(h, K, g.lmax), grid, g.lmax) - h(grid)).max()
-    err_less = np.abs(S.chebyshev_response(S.chebyshev_coefficients(h, K - 2, g.lmax), grid, g.lmax)
+    K = S.chebyshev_order(h, g.lambda_max, tol=1e-4)
+    grid = np.linspace(0, g.lambda_max, 1000)
+    err = np.abs(S.chebyshev_response(S.chebyshev_coefficients(h, K, g.lambda_max), grid, g.lambda_max) - h(grid)).max()
+    err_less = np.abs(S.chebyshev_response(S.chebyshev_coefficients(h, K - 2, g.lambda_max), grid, g.lambda_max)
                       - h(grid)).max()
     assert err <= 1e-4 < err_less
 
@@ -263,6 +263,8 @@ def test_chebyshev_order_meets_its_tolerance(small):
 def test_torch_path_matches_numpy(small):
     import torch
 
+    from graphsphere.nn.functional import chebyshev_filter
+
     g, _, _ = small
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, g.npix, 3))
@@ -270,11 +272,26 @@ def test_torch_path_matches_numpy(small):
     per_channel = np.stack([shared, -shared, 2 * shared], axis=1)
     for theta in (shared, per_channel):
         ref = S.apply_filter(g, x, theta)
-        y64 = S.apply_filter(g, torch.from_numpy(x), theta)
+        y64 = chebyshev_filter(torch.from_numpy(x), g, theta)
         assert isinstance(y64, torch.Tensor) and y64.shape == x.shape
         np.testing.assert_allclose(y64.numpy(), ref, atol=1e-12)
-        y32 = S.apply_filter(g, torch.from_numpy(x).float(), theta, a=1.0)
+        y32 = chebyshev_filter(torch.from_numpy(x).float(), g, theta, a=1.0)
         np.testing.assert_allclose(y32.numpy(), ref, atol=1e-5)
+        ref75 = S.apply_filter(g, x, theta, a=0.75)
+        np.testing.assert_allclose(chebyshev_filter(torch.from_numpy(x), g, theta, a=0.75).numpy(), ref75,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("a", [1.0, 0.75])
+def test_smooth_matches_the_exact_filter_whatever_the_interval(small, a):
+    # smooth() expands the beam on [0, lambda_max / a] and applies it with graph.operator(a): both must use
+    # the same a, or the polynomial is evaluated on a stretched spectrum (21% off at a = 0.75)
+    g, _, _ = small
+    x = np.random.default_rng(5).standard_normal(g.npix)
+    scale = S.fit_ll1_scale(g)
+    y = S.smooth(g, x, fwhm=np.radians(25), scale=scale, tol=1e-4, a=a)
+    exact = S.spectral_filter(g, x, S.gaussian_beam(fwhm=np.radians(25), scale=scale))
+    assert np.linalg.norm(y - exact) / np.linalg.norm(exact) < 2e-3
 
 
 # -- heat kernel vs healpy.smoothing ------------------------------------------------

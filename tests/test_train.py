@@ -11,10 +11,16 @@ pytest.importorskip("lightning")
 pytest.importorskip("pydantic")
 
 from graphsphere.cli import main  # noqa: E402
-from graphsphere.train import evaluate, fit, predict, write_predictions  # noqa: E402
+from graphsphere.data.io import write_predictions as _write  # noqa: E402
+from graphsphere.nn import convert_sync_batchnorm  # noqa: E402
+from graphsphere.train import evaluate, fit, predict  # noqa: E402
 from graphsphere.train.callbacks import atomic_torch_save, layer_summary  # noqa: E402
 from graphsphere.train.config import ConfigError  # noqa: E402
-from graphsphere.train.module import CheckpointError, SphereTask, convert_sync_batchnorm  # noqa: E402
+from graphsphere.train.module import CheckpointError, SphereTask  # noqa: E402
+
+
+def write_predictions(pred, path, module):
+    return _write(pred, path, module.sampling, module.task)
 
 
 def tiny(out, task="classification", **trainer):
@@ -65,8 +71,9 @@ def test_fit_writes_everything_and_learns(trained):
 
 def test_evaluate_reproduces_the_test_metrics(trained):
     got = evaluate(trained.best_checkpoint)
+    assert set(got) == set(trained.metrics["test"])                  # the names of metrics.json
     for k in ("acc", "f1", "map", "loss"):
-        assert got[k] == pytest.approx(trained.metrics["test"][f"test_{k}"], abs=1e-6)
+        assert got[f"test_{k}"] == pytest.approx(trained.metrics["test"][f"test_{k}"], abs=1e-6)
 
 
 def test_predict_arrays_and_files(trained, tmp_path):
@@ -114,7 +121,7 @@ def test_resume_at_an_epoch_boundary_equals_one_run(tmp_path):
 def test_checkpoint_of_another_model_is_refused(tmp_path, trained):
     cfg = tiny(trained.output_dir)
     cfg["model"]["channels"] = [4]
-    with pytest.raises(CheckpointError, match=r"holds a different model:\n  model: .*'channels': \[8, 16\].*\[4\]"):
+    with pytest.raises(CheckpointError, match=r"trained with other settings:\n  model.channels: \[8, 16\] there, \[4\] here"):
         fit(cfg)
     torch.save({"state_dict": {}, "epoch": 0}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="not a graphsphere training checkpoint"):
@@ -205,10 +212,10 @@ def test_tensorboard_missing_falls_back_to_csv(tmp_path, monkeypatch):
         raise ModuleNotFoundError("Neither `tensorboard` nor `tensorboardX` is available.")
 
     monkeypatch.setattr(L, "TensorBoardLogger", missing)
-    from graphsphere.train.config import load_config
+    from graphsphere.train.config import load_train_config
     from graphsphere.train.engine import _loggers
     with pytest.warns(UserWarning, match="tensorboard is not installed: logging to CSV only"):
-        loggers = _loggers(load_config(tiny(tmp_path, loggers=["tensorboard"])), tmp_path)
+        loggers = _loggers(load_train_config(tiny(tmp_path, loggers=["tensorboard"])), tmp_path)
     assert [type(lg).__name__ for lg in loggers] == ["CSVLogger"]
 
 
@@ -223,10 +230,10 @@ def test_command_line(tmp_path, capsys):
     assert ckpt.exists()
     assert main(["evaluate", str(ckpt), "--split", "val", "--json", str(tmp_path / "m.json")]) == 0
     clean = json.loads((tmp_path / "m.json").read_text())
-    assert set(clean) >= {"acc", "f1", "map", "loss"}
+    assert set(clean) >= {"val_acc", "val_f1", "val_map", "val_loss"}
     assert main(["evaluate", str(ckpt), "--split", "val", "--set", "data.noise=3", "--json",
                  str(tmp_path / "m.json")]) == 0
-    assert json.loads((tmp_path / "m.json").read_text())["loss"] != clean["loss"]
+    assert json.loads((tmp_path / "m.json").read_text())["val_loss"] != clean["val_loss"]
     np.save(tmp_path / "x.npy", np.zeros((3, 192), np.float32))
     assert main(["predict", str(ckpt), str(tmp_path / "x.npy"), "--out", str(tmp_path / "p.npy")]) == 0
     assert np.load(tmp_path / "p.npy").shape == (3, 2)
@@ -250,7 +257,7 @@ def test_early_stopping(tmp_path):
 def test_evaluate_with_other_data_and_netcdf_input(trained, tmp_path):
     clean = evaluate(trained.best_checkpoint)
     noisy = evaluate(trained.best_checkpoint, overrides=["data.noise=3.0"])
-    assert noisy["loss"] > clean["loss"]                      # the same model on much noisier maps
+    assert noisy["test_loss"] > clean["test_loss"]                      # the same model on much noisier maps
     x = np.random.default_rng(2).normal(size=(4, 192)).astype(np.float32)
     from scipy.io import netcdf_file
     with netcdf_file(tmp_path / "in.nc", "w") as f:
@@ -259,3 +266,26 @@ def test_evaluate_with_other_data_and_netcdf_input(trained, tmp_path):
         f.createVariable("maps", "f", ("time", "pixel"))[:] = x
     np.testing.assert_allclose(predict(trained.best_checkpoint, tmp_path / "in.nc"),
                                predict(trained.best_checkpoint, x), rtol=1e-6)
+
+
+def test_checkpoints_of_graphsphere_0_1_still_evaluate_and_predict():
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    io = torch.load(data / "v1_train_best_io.pt", weights_only=True)
+    np.testing.assert_allclose(predict(data / "v1_train_best.ckpt", io["x"].numpy(), check_order=False),
+                               io["y"].numpy(), rtol=1e-5, atol=1e-6)
+    metrics = evaluate(data / "v1_train_best.ckpt")
+    assert metrics["test_acc"] == pytest.approx(0.625)            # as graphsphere 0.1 measured it
+
+
+def test_a_checkpoint_naming_code_is_refused_unless_trusted(trained, tmp_path):
+    # a crafted checkpoint: its stored config names os:system as the model
+    ckpt = torch.load(trained.best_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["graphsphere"]["config"]["model"] = {"type": "os:system", "command": "touch PWNED"}
+    torch.save(ckpt, tmp_path / "crafted.ckpt")
+    for call in (lambda: evaluate(tmp_path / "crafted.ckpt"),
+                 lambda: predict(tmp_path / "crafted.ckpt", np.zeros((1, 192), np.float32))):
+        with pytest.raises(ConfigError, match="code outside graphsphere.*trust_code"):
+            call()
+    assert not (tmp_path / "PWNED").exists() and not list(tmp_path.parent.glob("PWNED"))

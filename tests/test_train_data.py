@@ -14,10 +14,11 @@ from graphsphere.data.maps import MapDataset, PatchDataset, check_maps, load_arr
 pytest.importorskip("lightning")
 pytest.importorskip("pydantic")
 
-from graphsphere.train.config import ConfigError, load_config  # noqa: E402
-from graphsphere.train.datasets import build_splits  # noqa: E402
+from graphsphere.data.synthetic import make_synthetic, save_example  # noqa: E402
+from graphsphere.train.config import ConfigError  # noqa: E402
+from graphsphere.train.config import load_train_config as load_config  # noqa: E402
+from graphsphere.train.engine import build_data as build_splits  # noqa: E402
 from graphsphere.train.sampler import EpochSampler  # noqa: E402
-from graphsphere.train.synthetic import make_synthetic, save_example  # noqa: E402
 
 
 def _smooth_nested_map(nside, seed=0):
@@ -208,7 +209,7 @@ def test_npy_dataset_splits(tmp_path):
 
 def test_npy_dataset_errors(tmp_path):
     with pytest.raises(FileNotFoundError,
-                       match=r"data\.x: file not found.*\n.*python -m graphsphere\.train\.synthetic"):
+                       match=r"data\.x: file not found.*\n.*python -m graphsphere\.data\.synthetic"):
         build_splits(load_config(_npy_config(tmp_path)))
     save_example(tmp_path, nside=8, n=10, seed=0)            # nside 8 data, nside 4 sampling
     with pytest.raises(ValueError, match=r"data\.x .*768 pixels per map.*192.*nside: 8"):

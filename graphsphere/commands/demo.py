@@ -44,12 +44,12 @@ def graph_table(samplings, k: int = 8) -> tuple[list[dict], list]:
             warnings.simplefilter("ignore", UserWarning)
             g = gs.SphereGraph(s, k=k)
         t1 = time.perf_counter()
-        lmax = g.lmax
+        lambda_max = g.lambda_max
         st = g.stats()
         rows.append({"sampling": s.describe(), "npix": s.npix, "edges": st["edges"],
                      "degree": f"{st['neighbours_min']}-{st['neighbours_max']}",
                      "edge (deg)": round(st["edge_deg_mean"], 3), "t": f"{g.t:.3g}",
-                     "lmax": round(lmax / 1.02, 4), "components": g.n_components,
+                     "lambda_max": round(lambda_max / 1.02, 4), "components": g.n_components,
                      "build (s)": round(t1 - t0, 3)})
         graphs.append(g)
     return rows, graphs

@@ -6,9 +6,10 @@ rotation-equivariant graph Laplacians are, and tune their kernel widths.
     graphsphere equivariance --sampling equiangular:192 --graphs grid --degrees 10 50 100 190
     graphsphere tune --table graphsphere/data/kernel_widths.json --out out/tune     # the shipped table
 
-Samplings are written ``healpix:NSIDE``, ``equiangular:NLAT`` (``NLATxNLON``,
-default ``nlon = 2 nlat``, Driscoll-Healy poles; ``equiangular-soft:`` for
-SOFT), ``gl:NLAT`` (Gauss-Legendre) and ``icosahedral:LEVEL``. Graphs are
+Samplings are written as ``graphsphere.sampling.parse_spec`` reads them:
+``healpix:NSIDE``, ``equiangular:NLAT`` (``NLATxNLON``, default ``nlon = 2
+nlat``, Driscoll-Healy poles; ``equiangular-soft:`` for SOFT), ``gl:NLAT``
+(Gauss-Legendre) and ``icosahedral:LEVEL``. Graphs are
 ``kK:WIDTH`` with WIDTH one of ``mean`` (heuristic), ``tuned`` (the shipped
 table), ``published`` (DeepSphere v2 HEALPix widths), ``native`` (the 8
 HEALPix neighbours, heuristic width, as in the 2019 paper) or ``t=VALUE``;
@@ -32,72 +33,41 @@ DEFAULT_PLAN = [
 ]
 
 
-def parse_sampling(spec: str):
-    """A sampling from a short spec such as ``healpix:64`` (see the module docstring).
-
-    >>> parse_sampling("gl:8").grid_shape
-    (8, 16)
-    """
-    from graphsphere.sampling import HEALPix
-
-    name, _, arg = spec.partition(":")
-    name = name.strip().lower()
-    try:
-        if name == "healpix":
-            return HEALPix(nside=int(arg))
-        if name in ("equiangular", "equiangular-soft", "equiangular-dh"):
-            from graphsphere.sampling.equiangular import Equiangular
-
-            nlat, _, nlon = arg.lower().partition("x")
-            poles = "SOFT" if name.endswith("soft") else "DH"
-            return Equiangular(int(nlat), int(nlon) if nlon else 2 * int(nlat), poles=poles)
-        if name in ("gl", "gausslegendre", "gauss-legendre"):
-            from graphsphere.sampling.gauss_legendre import GaussLegendre
-
-            nlat, _, nlon = arg.lower().partition("x")
-            return GaussLegendre(int(nlat), int(nlon) if nlon else None)
-        if name in ("icosahedral", "ico"):
-            from graphsphere.sampling.icosahedral import Icosahedral
-
-            return Icosahedral(int(arg))
-    except ValueError as err:
-        raise SystemExit(f"bad sampling {spec!r}: {err}") from None
-    raise SystemExit(f"unknown sampling {spec!r}: use healpix:NSIDE, equiangular:NLAT[xNLON], "
-                     "equiangular-soft:NLAT, gl:NLAT or icosahedral:LEVEL")
-
-
 def parse_graph(spec: str, sampling):
-    """``(label, operator)`` for a graph spec such as ``k20:tuned`` or ``grid``."""
+    """``(label, graph)`` for a graph spec such as ``k20:tuned`` or ``grid``.
+
+    >>> from graphsphere.sampling import parse_spec
+    >>> parse_graph("k8:t=0.01", parse_spec("healpix:4"))[0]
+    'k=8, t=0.01'
+    """
     try:
         return _parse_graph(spec, sampling)
     except (ValueError, TypeError) as err:
-        raise SystemExit(f"cannot build graph {spec!r} on {sampling.describe()}: {err}") from None
+        raise ValueError(f"cannot build graph {spec!r} on {sampling.describe()}: {err}") from None
 
 
 def _parse_graph(spec: str, sampling):
     from graphsphere import SphereGraph
-    from graphsphere.graph import laplacian
-    from graphsphere import equivariance as eq
     from graphsphere import kernel_widths as kw
+    from graphsphere.sampling import HEALPix
 
     if spec == "grid":
-        return "4-neighbour grid", laplacian(eq.equiangular_grid_graph(sampling))
+        return "4-neighbour grid", SphereGraph(sampling, k=4, neighbours="grid")
     head, _, width = spec.partition(":")
     if not head.startswith("k") or not head[1:].isdigit():
-        raise SystemExit(f"bad graph {spec!r}: use kK:WIDTH (e.g. k20:tuned) or grid")
+        raise ValueError("use kK:WIDTH (e.g. k20:tuned) or grid")
     k = int(head[1:])
     width = width or "tuned"
     if width == "native":
         return "k=8 HEALPix neighbours, mean", SphereGraph(sampling, k=8, kernel_width="mean", neighbours="healpix")
     if width == "published":
-        if type(sampling).__name__ != "HEALPix":
-            raise SystemExit("published widths exist for HEALPix only")
-        t = kw.sigma_to_t(kw.published_sigma(sampling.nside, k))
-        return f"k={k}, published", SphereGraph(sampling, k=k, kernel_width=t)
+        if not isinstance(sampling, HEALPix):
+            raise ValueError("published widths exist for HEALPix only")
+        return f"k={k}, published", SphereGraph(sampling, k=k, kernel_width=kw.published_t(sampling.nside, k))
     if width.startswith("t="):
         return f"k={k}, t={width[2:]}", SphereGraph(sampling, k=k, kernel_width=float(width[2:]))
     if width not in ("mean", "tuned"):
-        raise SystemExit(f"bad width in {spec!r}: use mean, tuned, published, native or t=VALUE")
+        raise ValueError("use a width among mean, tuned, published, native or t=VALUE")
     return f"k={k}, {width}", SphereGraph(sampling, k=k, kernel_width=width)
 
 
@@ -116,11 +86,12 @@ def limit_threads(n: int | None):
 def run_equivariance(args) -> int:
     from graphsphere.equivariance import EquivarianceProbe
     from graphsphere.plot.equivariance import plot_equivariance
+    from graphsphere.sampling import parse_spec
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with limit_threads(args.threads):
-        sampling = parse_sampling(args.sampling)
+        sampling = parse_spec(args.sampling)
         graphs = dict(parse_graph(g, sampling) for g in args.graphs)
         tag = args.sampling.replace(":", "")
         record = {"sampling": sampling.describe(), "results": {}}
@@ -140,8 +111,9 @@ def run_equivariance(args) -> int:
 
 
 def run_tune(args) -> int:
-    from graphsphere import kernel_widths as kw
+    from graphsphere import tuning
     from graphsphere.plot.equivariance import plot_tuning
+    from graphsphere.sampling import parse_spec
 
     plan = DEFAULT_PLAN if not args.samplings else [(args.samplings, args.k or [8, 20, 40])]
     if args.k and not args.samplings:
@@ -151,14 +123,14 @@ def run_tune(args) -> int:
     with limit_threads(args.threads):
         for specs, ks in plan:
             for spec in specs:
-                sampling = parse_sampling(spec)
+                sampling = parse_spec(spec)
                 for k in ks:
-                    r = kw.tune(sampling, k, cache=not args.no_cache, verbose=args.verbose)
+                    r = tuning.tune(sampling, k, cache=not args.no_cache, verbose=args.verbose)
                     results.append(r)
                     pub = f", published {r['sigma_published'] * r['resolution']:.3f}" if "sigma_published" in r else ""
                     print(f"{spec:>16} k={k:<3} sigma*res={r['sigma_resolution']:.3f}{pub}  error {r['objective']:.4g} "
                           f"(heuristic {r['objective_heuristic']:.4g})  {r['seconds']:.1f}s", flush=True)
-    table = kw.make_table(results, law_from_finest=args.law_from_finest)
+    table = tuning.make_table(results, law_from_finest=args.law_from_finest)
     print(f"tuned {len(results)} widths in {time.perf_counter() - start:.0f}s (cached ones are free)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,30 +8,14 @@
 from __future__ import annotations
 
 
-def _load(path, overrides):
-    import yaml
-
-    from ..experiments.cosmology import ExperimentConfig
-    from ..train.config import apply_overrides
-
-    raw = {}
-    if path:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-    raw = apply_overrides(raw, overrides)
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except Exception as e:  # pydantic's message names the field, the value and what is allowed
-        raise SystemExit(f"config error{f' in {path}' if path else ''}:\n{e}") from None
-
-
 def run(args) -> int:
+    from ..experiments.cosmology import load_config
     from ..experiments.cosmology import run as run_experiment
 
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config:
         config, overrides = None, [config, *overrides]
-    run_experiment(_load(config, overrides))
+    run_experiment(load_config(config, overrides))
     return 0
 
 

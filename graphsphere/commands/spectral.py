@@ -101,8 +101,8 @@ def run_filter(args) -> int:
     fwhm = np.radians(args.fwhm)
     c = fit_ll1_scale(g)
     response = gaussian_beam(fwhm=fwhm, scale=c)
-    K = args.K or chebyshev_order(response, g.lmax, tol=1e-3)
-    theta = chebyshev_coefficients(response, K, g.lmax)
+    K = args.K or chebyshev_order(response, g.lambda_max, tol=1e-3)
+    theta = chebyshev_coefficients(response, K, g.lambda_max)
     print(f"{g!r}\nc = {c:.5g}; beam fwhm {args.fwhm} deg -> heat kernel t = {(fwhm**2 / (8 * np.log(2))) / (2 * c):.4g}"
           f", K = {K}")
 
@@ -160,7 +160,7 @@ def run_filter(args) -> int:
     ax.set_ylabel("filtered delta")
     ax.set_title("radial profile")
     ax.legend()
-    plot_filter_response(response, theta, g.lmax, ax=fig.add_subplot(2, 3, 5), logy=True,
+    plot_filter_response(response, theta, g.lambda_max, ax=fig.add_subplot(2, 3, 5), logy=True,
                          title="response exp(-t lambda), Chebyshev fit")
     plot_transfer_function(np.arange(lmax_in + 1), tf, b2, band=band, ax=fig.add_subplot(2, 3, 6),
                            title="transfer function of a flat-spectrum map")

@@ -12,6 +12,9 @@ torch.Size([2, 48, 8])
 
 from . import functional
 from .conv import ChebConv
+from .norm import Standardize, VertexBatchNorm, convert_sync_batchnorm
+from .operator import GraphOperator
 from .pool import GlobalPool, Pool, Unpool
 
-__all__ = ["functional", "ChebConv", "Pool", "Unpool", "GlobalPool"]
+__all__ = ["functional", "ChebConv", "GraphOperator", "Pool", "Unpool", "GlobalPool", "VertexBatchNorm",
+           "Standardize", "convert_sync_batchnorm"]

@@ -10,6 +10,8 @@ Example
 ChebConv(3, 16, K=5, vertices=192)
 >>> conv(torch.randn(2, 192, 3)).shape
 torch.Size([2, 192, 16])
+>>> sorted(conv.state_dict())           # the operator is not state: it comes from the graph
+['bias', 'weight']
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ import math
 import torch
 from torch import nn
 
-from .functional.chebyshev import SparseOperator, _check_operator, as_operator, cheb_conv
+from .functional.chebyshev import SparseOperator, cheb_conv
+from .operator import GraphOperator
 
 __all__ = ["ChebConv"]
-
-_OP_BUFFERS = ("op_indptr", "op_indices", "op_values")
 
 
 class ChebConv(nn.Module):
@@ -37,50 +38,41 @@ class ChebConv(nn.Module):
         per-vertex linear map).
     graph : SphereGraph, optional
         Its rescaled Laplacian ``graph.operator(a)`` becomes the operator.
-    operator : SparseOperator or sparse matrix, optional
-        A prebuilt L~ (instead of ``graph``).
+    operator : GraphOperator, SparseOperator or sparse matrix, optional
+        A prebuilt L~ instead of ``graph``. A :class:`GraphOperator` is
+        shared, not copied: the layers of one pyramid level of a model all
+        hold the level's one operator.
     bias : bool
     a : float
-        Spectrum scale of L~ = (2a / lmax) L - I (used with ``graph``).
+        Spectrum scale of L~ = (2a / lambda_max) L - I (used with ``graph``).
     check_finite : bool
         Raise on NaN/Inf in the input. Costs one read of x per call (a few
         percent of the layer); bad data then fails at the layer it enters,
         with a message, instead of as a NaN loss later. Set False for speed.
 
-    The operator is held as three buffers (``op_indptr``, ``op_indices``,
-    ``op_values``) that go into the state_dict: a model loads without the
-    graph. A layer made without graph or operator gets its operator from
-    ``load_state_dict``. Weights are [K, in, out], initialised N(0, 2/(in K)).
+    The operator lives in the submodule ``graph_operator`` as non-persistent
+    buffers: it moves with ``.to()`` and never enters the state_dict, which
+    holds the weights ([K, in, out], initialised N(0, 2/(in K))) and bias.
     """
 
     def __init__(self, in_channels: int, out_channels: int, K: int, graph=None, operator=None,
                  bias: bool = True, a: float = 1.0, check_finite: bool = True):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("K", K)):
-            if int(v) != v or v < 1:
+            if isinstance(v, bool) or int(v) != v or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if graph is not None and operator is not None:
-            raise ValueError("pass graph= or operator=, not both")
+        if (graph is None) == (operator is None):
+            raise ValueError("pass graph= (a SphereGraph) or operator= (a prebuilt L~), exactly one")
         self.in_channels, self.out_channels, self.K = int(in_channels), int(out_channels), int(K)
         self.check_finite = check_finite
         self.weight = nn.Parameter(torch.empty(self.K, self.in_channels, self.out_channels))
         self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
-        src = graph if graph is not None else operator
-        if src is not None:
-            op = as_operator(src, dtype=self.weight.dtype, a=a)
-            self._set_operator(op)
-        else:  # filled by load_state_dict
-            for name in _OP_BUFFERS:
-                self.register_buffer(name, torch.empty(0, dtype=torch.float32 if name == "op_values"
-                                                       else torch.int32))
+        if isinstance(operator, GraphOperator):
+            self.graph_operator = operator
+        else:
+            self.graph_operator = GraphOperator(graph if graph is not None else operator, a=a,
+                                                dtype=self.weight.dtype)
         self.reset_parameters()
-
-    def _set_operator(self, op: SparseOperator) -> None:
-        for name, t in zip(_OP_BUFFERS, (op.indptr, op.indices, op.values)):
-            if name in self._buffers:
-                setattr(self, name, t)
-            else:
-                self.register_buffer(name, t)
 
     def reset_parameters(self) -> None:
         """Weights ~ N(0, 2 / (in_channels K)) (He et al., as in DeepSphere); bias 0."""
@@ -89,38 +81,18 @@ class ChebConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     @property
-    def vertices(self) -> int | None:
-        """Number of vertices of the graph (None before an operator is set)."""
-        return self.op_indptr.numel() - 1 if self.op_indptr.numel() else None
+    def vertices(self) -> int:
+        """Number of vertices of the graph."""
+        return self.graph_operator.vertices
 
     @property
     def operator(self) -> SparseOperator:
         """The rescaled Laplacian L~ (views of the buffers, no copy)."""
-        if self.vertices is None:
-            raise RuntimeError("this ChebConv has no operator: pass graph= or operator=, or load a state_dict")
-        return SparseOperator(self.op_indptr, self.op_indices, self.op_values)
+        return self.graph_operator.operator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [batch, vertices, in_channels] -> [batch, vertices, out_channels]."""
         return cheb_conv(x, self.operator, self.weight, self.bias, check_finite=self.check_finite)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        # The operator's size comes from the checkpoint: resize the buffers
-        # (values keep this module's dtype and device) before loading them.
-        present = [prefix + n in state_dict for n in _OP_BUFFERS]
-        if all(present):
-            for name in _OP_BUFFERS:
-                src, cur = state_dict[prefix + name], getattr(self, name)
-                dtype = cur.dtype if name == "op_values" else src.dtype
-                setattr(self, name, torch.empty(src.shape, dtype=dtype, device=cur.device))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        if all(present):
-            try:
-                _check_operator(self.operator)
-            except (ValueError, TypeError) as e:
-                error_msgs.append(f"{prefix}operator: {e}")
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, K={self.K}, vertices={self.vertices}"

@@ -1,10 +1,11 @@
 """Pooling layers: from a sampling's hierarchy to ``[B, V, C] -> [B, V', C]``.
 
 :class:`Pool` and :class:`Unpool` are built from ``sampling.coarsen()`` (or
-directly from an assignment matrix). Their index tensors are buffers: they
-follow ``.to(device)`` and live in the ``state_dict``, so a saved model is
-restored without recomputing the hierarchy. :class:`GlobalPool` reduces
-all vertices to one vector per channel, area-weighted if asked.
+directly from an assignment matrix). Their index tensors are non-persistent
+buffers: they follow ``.to(device)`` and, like the graph operators, are
+rebuilt from the sampling, never stored in a ``state_dict``.
+:class:`GlobalPool` reduces all vertices to one vector per channel,
+area-weighted if asked.
 
 Example
 -------
@@ -25,55 +26,36 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ..sampling import Sampling
 from .functional import pooling as F
 
 __all__ = ["Pool", "Unpool", "GlobalPool"]
 
 
-def _plan_from(sampling, assign) -> F.PoolingPlan | None:
-    if sampling is not None and assign is not None:
-        raise ValueError("pass either a sampling or an assignment, not both")
+def _plan_from(sampling, assign) -> F.PoolingPlan:
+    if (sampling is None) == (assign is None):
+        raise ValueError("pass a sampling (pooled by its coarsen()) or an assignment matrix, exactly one")
     if sampling is not None:
-        if not getattr(sampling, "hierarchical", False):
+        if not isinstance(sampling, Sampling) or not sampling.hierarchical:
             raise ValueError(f"{sampling!r} has no hierarchy (no coarsen()), so it cannot be pooled; "
                              "pool on a hierarchical sampling (HEALPix, Equiangular, Icosahedral, ...)")
         _, assign = sampling.coarsen()
-    return None if assign is None else F.pooling_plan(assign)
+    return F.pooling_plan(assign)
 
 
-def _or_empty(a, dtype, ndim: int) -> np.ndarray:
-    """``a`` as ``dtype``, or an empty array: every buffer exists in every
-    layout, so that all state_dicts of a class have the same keys."""
-    return np.zeros((0,) * ndim, dtype=dtype) if a is None else np.asarray(a, dtype=dtype)
+def _or_empty(a, dtype, ndim: int) -> torch.Tensor:
+    """``a`` as a ``dtype`` tensor, or an empty one (layouts that do not use it)."""
+    return torch.as_tensor(np.zeros((0,) * ndim, dtype=dtype) if a is None else np.asarray(a, dtype=dtype))
 
 
-class _Buffers(nn.Module):
-    """Index buffers whose shapes come from the data: loading a state_dict
-    adopts the saved shapes, so an empty module (``Pool()``) can be filled
-    from a checkpoint without recomputing its hierarchy."""
+class _Indexed(nn.Module):
+    """Index tensors as non-persistent buffers: derived from the sampling, not state."""
 
-    _meta: tuple[str, ...] = ()
-
-    def _set(self, name: str, value) -> None:
-        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-        self.register_buffer(name, t)
-
-    def get_extra_state(self):
-        return {k: getattr(self, k) for k in self._meta}
-
-    def set_extra_state(self, state) -> None:
-        for k in self._meta:
-            setattr(self, k, state[k])
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name, buf in self._buffers.items():
-            saved = state_dict.get(prefix + name)
-            if buf is not None and saved is not None and saved.shape != buf.shape:
-                self._buffers[name] = torch.empty(saved.shape, dtype=buf.dtype, device=buf.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _set(self, name: str, value: torch.Tensor) -> None:
+        self.register_buffer(name, value, persistent=False)
 
 
-class Pool(_Buffers):
+class Pool(_Indexed):
     """Pool a signal onto the next coarser level of its sampling.
 
     ``[B, fine.npix, C] -> [B, coarse.npix, C]``. ``mode="avg"`` is the
@@ -94,15 +76,11 @@ class Pool(_Buffers):
     assign : sparse matrix, optional
         The assignment (coarse.npix, fine.npix) instead of a sampling.
 
-    Called with neither, the module is empty until ``load_state_dict``.
-
     >>> import torch, graphsphere as gs
     >>> pool = gs.nn.Pool(gs.sampling.HEALPix(nside=8), mode="avg")
     >>> pool(torch.ones(1, 768, 4)).shape
     torch.Size([1, 192, 4])
     """
-
-    _meta = ("layout", "n_fine", "n_coarse", "fan_in", "partition")
 
     def __init__(self, sampling=None, mode: str = "avg", return_indices: bool = False, *, assign=None):
         super().__init__()
@@ -114,9 +92,8 @@ class Pool(_Buffers):
         self.return_indices = bool(return_indices)
         plan = _plan_from(sampling, assign)
         self.layout, self.n_fine, self.n_coarse, self.fan_in, self.partition = (
-            (plan.layout, plan.n_fine, plan.n_coarse, plan.fan_in, plan.partition) if plan
-            else (None, 0, 0, 0, True))
-        layout = plan.layout if plan else None
+            plan.layout, plan.n_fine, plan.n_coarse, plan.fan_in, plan.partition)
+        layout = plan.layout
         index = weights = rows = cols = None
         if layout == "gather":
             index, weights = plan.index, plan.weights
@@ -133,8 +110,6 @@ class Pool(_Buffers):
         self._set("cols", _or_empty(cols, np.int64, 1))
 
     def forward(self, x: torch.Tensor):
-        if self.layout is None:
-            raise RuntimeError("this Pool is empty: build it from a sampling or load a state_dict into it")
         F.check_vertices(x, self.n_fine, "Pool")
         ri = self.return_indices
         if self.layout == "blocks":
@@ -150,7 +125,7 @@ class Pool(_Buffers):
                 + (", return_indices=True" if self.return_indices else ""))
 
 
-class Unpool(_Buffers):
+class Unpool(_Indexed):
     """Bring a signal back to the next finer level: ``[B, coarse.npix, C] ->
     [B, fine.npix, C]``, the inverse direction of :class:`Pool`.
 
@@ -167,8 +142,6 @@ class Unpool(_Buffers):
     tensor([0., 0., 0., 0., 1., 1., 1., 1.])
     """
 
-    _meta = ("layout", "n_fine", "n_coarse", "fan_in", "partition")
-
     def __init__(self, sampling=None, mode: str = "repeat", *, assign=None):
         super().__init__()
         if mode not in ("repeat", "max"):
@@ -176,12 +149,12 @@ class Unpool(_Buffers):
         self.mode = mode
         plan = _plan_from(sampling, assign)
         self.layout, self.n_fine, self.n_coarse, self.partition = (
-            (plan.layout, plan.n_fine, plan.n_coarse, plan.partition) if plan else (None, 0, 0, True))
-        self.fan_in = plan.fan_in if plan and plan.layout == "blocks" else 0
+            plan.layout, plan.n_fine, plan.n_coarse, plan.partition)
+        self.fan_in = plan.fan_in if plan.layout == "blocks" else 0
         parent = weights = rows = cols = None
         # Max-unpooling needs nothing but the indices it is given; repeat
         # needs the transpose of the assignment (fine -> its coarse cells).
-        if plan is not None and mode == "repeat" and plan.layout != "blocks":
+        if mode == "repeat" and plan.layout != "blocks":
             At = sp.csr_matrix(plan.assign.T)
             At.sort_indices()
             padded = F.padded_rows(At)
@@ -200,8 +173,6 @@ class Unpool(_Buffers):
         self._set("cols", _or_empty(cols, np.int64, 1))
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
-        if self.layout is None:
-            raise RuntimeError("this Unpool is empty: build it from a sampling or load a state_dict into it")
         F.check_vertices(x, self.n_coarse, "Unpool")
         if self.mode == "max":
             if indices is None:
@@ -220,7 +191,7 @@ class Unpool(_Buffers):
         return f"{self.n_coarse} -> {self.n_fine} vertices, mode={self.mode}, layout={self.layout}"
 
 
-class GlobalPool(_Buffers):
+class GlobalPool(_Indexed):
     """Reduce all vertices: ``[B, V, C] -> [B, C]`` (``"mean"``, ``"max"``)
     or ``[B, 2C]`` (``"meanvar"``: the C means, then the C variances).
 
@@ -232,8 +203,6 @@ class GlobalPool(_Buffers):
     >>> gs.nn.GlobalPool("meanvar")(torch.randn(4, 48, 3)).shape
     torch.Size([4, 6])
     """
-
-    _meta = ("npix",)
 
     def __init__(self, mode: str = "mean", sampling=None):
         super().__init__()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..sampling import Sampling
+
 __all__ = ["mollview", "savefig", "scatter"]
 
 
@@ -101,7 +103,7 @@ def scatter(sampling, values, ax=None, title: str | None = None, cmap: str = "vi
     (lon, lat) in degrees. ``flip="geo"``: east to the right (maps, weather);
     ``"astro"`` as ``mollview``. ``s``: dot size (default from the count).
     """
-    lonlat = np.asarray(sampling.lonlat if hasattr(sampling, "lonlat") else sampling, dtype=np.float64)
+    lonlat = np.asarray(sampling.lonlat if isinstance(sampling, Sampling) else sampling, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64).ravel()
     if lonlat.ndim != 2 or lonlat.shape[1] != 2:
         raise ValueError(f"coordinates must be (n, 2) lon/lat in degrees, got shape {lonlat.shape}")

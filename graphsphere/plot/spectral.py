@@ -83,19 +83,19 @@ def plot_alignment(A, ax=None, title: str | None = None, log: bool = False):
     return ax
 
 
-def plot_filter_response(response, coefficients=None, lmax: float = 2.0, eigenvalues=None, ax=None,
+def plot_filter_response(response, coefficients=None, lambda_max: float = 2.0, eigenvalues=None, ax=None,
                          title: str | None = None, logy: bool = False):
-    """A spectral response g(lambda) on [0, lmax] and, with ``coefficients``,
+    """A spectral response g(lambda) on [0, lambda_max] and, with ``coefficients``,
     the Chebyshev polynomial that realises it; ``eigenvalues`` are marked.
     ``logy`` plots |g| on a log scale (shows the approximation error's floor)."""
     from ..spectral import chebyshev_response
 
     ax = _axes(ax)
-    lam = np.linspace(0, lmax, 400)
+    lam = np.linspace(0, lambda_max, 400)
     ax.plot(lam, response(lam), "k-", lw=2, label="target g(lambda)")
     if coefficients is not None:
         K = len(coefficients)
-        ax.plot(lam, chebyshev_response(coefficients, lam, lmax), "C1--", label=f"Chebyshev, K = {K}")
+        ax.plot(lam, chebyshev_response(coefficients, lam, lambda_max), "C1--", label=f"Chebyshev, K = {K}")
     if eigenvalues is not None:
         ev = np.asarray(eigenvalues)
         ax.plot(ev, response(ev), "|", color="C0", ms=8, label="graph eigenvalues")

@@ -5,12 +5,14 @@
 48
 """
 
-from .base import Sampling, check_lonlat, from_dict, lonlat_to_xyz, xyz_to_lonlat
+from .base import Sampling, check_lonlat, lonlat_to_xyz, sampling_classes, xyz_to_lonlat
 from .equiangular import Equiangular
 from .gauss_legendre import GaussLegendre
 from .healpix import HEALPix, check_map_order, check_nside, extend_footprint
 from .icosahedral import Icosahedral
 from .points import Points
+from .spec import from_spec, from_state, parse_spec, sampling_names
 
-__all__ = ["Sampling", "HEALPix", "Equiangular", "GaussLegendre", "Icosahedral", "Points", "check_nside", "extend_footprint", "check_map_order",
-           "lonlat_to_xyz", "xyz_to_lonlat", "check_lonlat", "from_dict"]
+__all__ = ["Sampling", "HEALPix", "Equiangular", "GaussLegendre", "Icosahedral", "Points", "check_nside",
+           "extend_footprint", "check_map_order", "lonlat_to_xyz", "xyz_to_lonlat", "check_lonlat", "from_spec", "from_state", "parse_spec",
+           "sampling_classes", "sampling_names"]

@@ -4,16 +4,29 @@ A sampling is *where the pixels are*: unit vectors, longitudes and latitudes,
 the solid angle each pixel stands for and, where the scheme has one, its
 hierarchy (``coarsen``). It knows nothing of graphs or tensors.
 
+A sampling is a value: it is fully described by its *state*
+(:meth:`Sampling.to_state`, plain JSON types), which is also what equality,
+hashing and every file of the package (graphs, models, checkpoints, caches)
+use. :func:`graphsphere.sampling.from_state` and
+:func:`graphsphere.sampling.from_spec` are the only ways back from a name.
+
 Example
 -------
 >>> import graphsphere as gs
 >>> s = gs.sampling.HEALPix(nside=4)
 >>> s.npix, s.xyz.shape, round(float(s.area.sum()), 6)
 (192, (192, 3), 12.566371)
+>>> s.to_state()
+{'type': 'HEALPix', 'nside': 4, 'nest': True}
+>>> gs.sampling.from_state(s.to_state()) == s
+True
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 from abc import ABC, abstractmethod
 from functools import cached_property
 from typing import Any, ClassVar
@@ -21,11 +34,20 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Sampling", "lonlat_to_xyz", "xyz_to_lonlat", "check_lonlat", "from_dict"]
+__all__ = ["Sampling", "lonlat_to_xyz", "xyz_to_lonlat", "check_lonlat", "sampling_classes"]
 
-#: Registry of sampling classes by name, filled by ``Sampling.__init_subclass__``;
-#: used by ``from_dict`` to rebuild a saved sampling.
-_REGISTRY: dict[str, type["Sampling"]] = {}
+#: Sampling classes by name, filled by ``Sampling.__init_subclass__``; read it
+#: through :func:`sampling_classes` (graphsphere.sampling.spec builds from it).
+_CLASSES: dict[str, type["Sampling"]] = {}
+
+
+def sampling_classes() -> dict[str, type["Sampling"]]:
+    """The (concrete) sampling classes by name.
+
+    >>> sorted(sampling_classes())
+    ['Equiangular', 'GaussLegendre', 'HEALPix', 'Icosahedral', 'Points']
+    """
+    return {name: cls for name, cls in _CLASSES.items() if not inspect.isabstract(cls)}
 
 
 def lonlat_to_xyz(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -88,7 +110,7 @@ class Sampling(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.__name__] = cls
+        _CLASSES[cls.__name__] = cls
 
     # -- geometry -----------------------------------------------------------
     @property
@@ -143,37 +165,91 @@ class Sampling(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} has no hierarchy to coarsen")
 
-    def pyramid(self, levels: int) -> list[tuple["Sampling", sp.csr_matrix | None]]:
+    def pyramid(self, levels: int, why: str = "") -> list[tuple["Sampling", sp.csr_matrix | None]]:
         """``levels + 1`` samplings from this one down, each with the
         assignment that produced it (``None`` for the finest).
+
+        When the sampling cannot be coarsened that often, the error says how
+        many levels it supports and, with ``why``, who asked for them.
 
         >>> import graphsphere as gs
         >>> [s.npix for s, _ in gs.sampling.HEALPix(nside=4).pyramid(2)]
         [192, 48, 12]
+        >>> gs.sampling.HEALPix(nside=2).pyramid(3)
+        Traceback (most recent call last):
+        ...
+        ValueError: HEALPix(nside=2, NESTED, full sky) can be pooled 1 time(s), but 3 levels were asked for; ...
         """
         out: list[tuple[Sampling, sp.csr_matrix | None]] = [(self, None)]
-        for _ in range(levels):
-            coarse, assign = out[-1][0].coarsen()
-            out.append((coarse, assign))
+        for i in range(int(levels)):
+            try:
+                out.append(out[-1][0].coarsen())
+            except (ValueError, NotImplementedError) as e:
+                asker = why or f"{levels} levels were asked for"
+                raise ValueError(
+                    f"{self.describe()} can be pooled {i} time(s), but {asker}; use fewer levels or a finer "
+                    f"sampling. At level {i}: {e}") from None
         return out
 
-    # -- persistence --------------------------------------------------------
+    # -- resolution -----------------------------------------------------------
+    def resolution(self) -> float:
+        """The nside of a HEALPix map with as many pixels, ``sqrt(npix / 12)``
+        (HEALPix: its nside): pixel spacing is about ``1 / resolution`` radians.
+
+        >>> import graphsphere as gs
+        >>> gs.sampling.HEALPix(nside=8).resolution(), gs.sampling.Equiangular(8, 16).resolution()
+        (8.0, 3.265986323710904)
+        """
+        return float(np.sqrt(self.npix / 12))
+
+    @property
+    def family(self) -> str | None:
+        """The name of the family this sampling belongs to: samplings of one
+        family differ only by their :attr:`native_resolution` (tuned kernel
+        widths are tabulated per family, partial skies included); None when
+        there is no such family (any set of points, a grid of another aspect
+        ratio)."""
+        return None
+
+    @property
+    def native_resolution(self) -> int | None:
+        """The parameter that sets the resolution within the family (nside,
+        nlat, level), or None."""
+        return None
+
+    # -- identity -----------------------------------------------------------
     @abstractmethod
-    def to_dict(self) -> dict[str, Any]:
-        """The constructor arguments, enough to rebuild the sampling exactly."""
+    def _params(self) -> dict[str, Any]:
+        """The constructor arguments, as plain JSON types (lists, not arrays)."""
+
+    def to_state(self) -> dict[str, Any]:
+        """The sampling as plain JSON types: ``{"type": class name, **constructor
+        arguments}``; :func:`graphsphere.sampling.from_state` rebuilds it exactly.
+        Graphs, models, checkpoints and caches all store this."""
+        return {"type": type(self).__name__, **self._params()}
+
+    @classmethod
+    def _from_params(cls, params: dict[str, Any]) -> "Sampling":
+        """Inverse of :meth:`_params` (a subclass decodes compact encodings here)."""
+        return cls(**params)
+
+    @cached_property
+    def digest(self) -> str:
+        """A short hash of the state: equal samplings, equal digests (cache keys)."""
+        blob = json.dumps(self.to_state(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def __eq__(self, other) -> bool:
-        if type(self) is not type(other):
+        if not isinstance(other, Sampling):
             return NotImplemented
-        a, b = self.to_dict(), other.to_dict()
-        return a.keys() == b.keys() and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
+        return type(self) is type(other) and self.digest == other.digest
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self.npix))
+        return hash(self.digest)
 
     def describe(self) -> str:
         """One-line summary used by ``__repr__`` and the command line."""
-        args = ", ".join(f"{k}={v}" for k, v in self.to_dict().items() if np.ndim(v) == 0)
+        args = ", ".join(f"{k}={v}" for k, v in self._params().items() if np.ndim(v) == 0)
         return f"{type(self).__name__}({args})"
 
     def __repr__(self) -> str:
@@ -187,11 +263,3 @@ class Sampling(ABC):
             raise ValueError(
                 f"{name} has {n} entries along axis {axis}, but {self.describe()} has {self.npix} pixels")
 
-
-def from_dict(d: dict[str, Any]) -> Sampling:
-    """Rebuild a sampling saved with ``to_dict`` plus a ``"type"`` key."""
-    d = dict(d)
-    name = d.pop("type")
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown sampling type {name!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**d)

@@ -56,9 +56,10 @@ def _block_assign(nlat: int, nlon: int) -> sp.csr_matrix:
                          shape=(nlat * nlon // 4, nlat * nlon))
 
 
-class _RingGrid(Sampling):
-    """A grid of ``nlat`` latitude rings, each with ``nlon`` equally spaced
-    longitudes ``2 pi i / nlon`` (first at 0); rows north to south.
+class RingGrid(Sampling):
+    """A latitude-longitude grid: ``nlat`` latitude rings, each with ``nlon``
+    equally spaced longitudes ``2 pi i / nlon`` (first at 0); rows north to
+    south. The base of :class:`Equiangular` and :class:`GaussLegendre`.
 
     Subclasses set ``self.nlat``, ``self.nlon`` and implement ``colatitudes``
     (radians, increasing) and ``_ring_areas`` (solid angle of one pixel of
@@ -71,6 +72,10 @@ class _RingGrid(Sampling):
     @property
     def npix(self) -> int:
         return self.nlat * self.nlon
+
+    @property
+    def native_resolution(self) -> int:
+        return self.nlat
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -120,7 +125,7 @@ class _RingGrid(Sampling):
                 "sizes, e.g. powers of two")
 
 
-class Equiangular(_RingGrid):
+class Equiangular(RingGrid):
     """Equiangular latitude-longitude grid, ``nlat * nlon`` pixels.
 
     Parameters
@@ -169,8 +174,13 @@ class Equiangular(_RingGrid):
         edges = np.concatenate([[0.0], (theta[:-1] + theta[1:]) / 2, [np.pi]])
         return (np.cos(edges[:-1]) - np.cos(edges[1:])) * (2 * np.pi / self.nlon)
 
-    def to_dict(self) -> dict[str, Any]:
+    def _params(self) -> dict[str, Any]:
         return {"nlat": self.nlat, "nlon": self.nlon, "poles": self.poles}
+
+    @property
+    def family(self) -> str | None:
+        # Other aspect ratios have other neighbourhoods: no shared kernel width.
+        return f"Equiangular-{self.poles}" if self.nlon == 2 * self.nlat else None
 
     def coarsen(self) -> tuple["Equiangular", sp.csr_matrix]:
         """Half the resolution, same convention: each 2x2 block -> 1 pixel.

@@ -30,12 +30,12 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.polynomial.legendre import leggauss
 
-from .equiangular import _block_assign, _check_count, _RingGrid
+from .equiangular import RingGrid, _block_assign, _check_count
 
 __all__ = ["GaussLegendre"]
 
 
-class GaussLegendre(_RingGrid):
+class GaussLegendre(RingGrid):
     """Gauss-Legendre grid: ``nlat`` rings at the Gauss-Legendre nodes times
     ``nlon`` longitudes.
 
@@ -82,8 +82,13 @@ class GaussLegendre(_RingGrid):
     def _ring_areas(self) -> np.ndarray:
         return self._weights * (2 * np.pi / self.nlon)
 
-    def to_dict(self) -> dict[str, Any]:
+    def _params(self) -> dict[str, Any]:
         return {"nlat": self.nlat, "nlon": self.nlon}
+
+    @property
+    def family(self) -> str | None:
+        # Other aspect ratios have other neighbourhoods: no shared kernel width.
+        return "GaussLegendre" if self.nlon == 2 * self.nlat else None
 
     def coarsen(self) -> tuple["GaussLegendre", sp.csr_matrix]:
         """The ``(nlat/2, nlon/2)`` Gauss-Legendre grid; each 2x2 block -> 1 pixel.

@@ -129,11 +129,44 @@ class HEALPix(Sampling):
     def _compute_area(self) -> np.ndarray:
         return np.full(self.npix, hp.nside2pixarea(self.nside))
 
-    def to_dict(self) -> dict[str, Any]:
+    #: State keys beyond the constructor's: ``ranges`` encodes runs of consecutive ids.
+    STATE_KEYS = ("ranges",)
+
+    def _params(self) -> dict[str, Any]:
         d: dict[str, Any] = {"nside": self.nside, "nest": self.nest}
         if self.indices is not None:
-            d["indices"] = self.indices
+            # Patches are runs of consecutive ids (a NESTED parent's children): store the
+            # runs, [start, stop), when that is shorter (a 1/12 patch at nside 1024: one run,
+            # not a million ids).
+            ids = self.indices
+            breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+            starts = np.concatenate([[0], breaks])
+            stops = np.concatenate([breaks, [ids.size]])
+            if 2 * starts.size < ids.size:
+                d["ranges"] = [[int(ids[a]), int(ids[b - 1]) + 1] for a, b in zip(starts, stops)]
+            else:
+                d["indices"] = ids.tolist()
         return d
+
+    @classmethod
+    def _from_params(cls, params: dict[str, Any]) -> "HEALPix":
+        params = dict(params)
+        ranges = params.pop("ranges", None)
+        if ranges is not None:
+            if params.get("indices") is not None:
+                raise ValueError("give HEALPix pixel ids as indices or as ranges, not both")
+            params["indices"] = np.concatenate([np.arange(a, b) for a, b in np.asarray(ranges, dtype=np.int64)])
+        return cls(**params)
+
+    def resolution(self) -> float:
+        return float(self.nside)
+
+    #: Partial skies too: the width depends on the pixel spacing, not on the footprint.
+    family = "HEALPix"
+
+    @property
+    def native_resolution(self) -> int:
+        return self.nside
 
     def describe(self) -> str:
         sky = "full sky" if self.full_sphere else f"partial sky, {self.npix / (12 * self.nside**2):.4g} of it"

@@ -157,8 +157,14 @@ class Icosahedral(Sampling):
             area += np.bincount(f[:, k], weights=piece, minlength=self.npix)
         return area
 
-    def to_dict(self) -> dict[str, Any]:
+    def _params(self) -> dict[str, Any]:
         return {"level": self.level}
+
+    family = "Icosahedral"
+
+    @property
+    def native_resolution(self) -> int:
+        return self.level
 
     def coarsen(self) -> tuple["Icosahedral", sp.csr_matrix]:
         """Level ``l - 1`` and the assignment of each vertex to the coarse

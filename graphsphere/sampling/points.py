@@ -88,8 +88,8 @@ class Points(Sampling):
             raise ValueError(f"cannot compute Voronoi areas of these {self.npix} points ({err}); "
                              "they must not all lie on one circle") from err
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"lon": self._lon, "lat": self._lat}
+    def _params(self) -> dict[str, Any]:
+        return {"lon": self._lon.tolist(), "lat": self._lat.tolist()}
 
     def describe(self) -> str:
         return f"Points(n={self.npix})"

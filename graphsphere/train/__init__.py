@@ -4,13 +4,16 @@ Needs the ``train`` extra (lightning, torchmetrics, pydantic, pyyaml). Names
 are imported on first use, so ``import graphsphere.train`` is cheap.
 
 >>> import graphsphere.train as gt
->>> cfg = gt.load_config({"task": "classification", "sampling": {"type": "HEALPix", "nside": 4}})
+>>> cfg = gt.load_train_config({"task": "classification", "sampling": {"type": "HEALPix", "nside": 4}})
 >>> cfg.trainer.batch_size
 32
 
     result = gt.fit("experiments/example_synthetic.yaml", ["trainer.max_epochs=3"])
-    gt.evaluate(result.best_checkpoint)            # {"acc": ..., "f1": ..., "map": ..., "loss": ...}
+    gt.evaluate(result.best_checkpoint)            # {"test_acc": ..., "test_f1": ..., "test_loss": ...}
     gt.predict(result.best_checkpoint, maps)       # [n, classes] probabilities
+
+Datasets come from :mod:`graphsphere.data` (``register_dataset``), models from
+:mod:`graphsphere.models` (``register_model``).
 """
 
 from __future__ import annotations
@@ -19,11 +22,9 @@ import importlib
 
 _EXPORTS = {
     "fit": "engine", "evaluate": "engine", "predict": "engine", "FitResult": "engine",
-    "read_inputs": "engine", "write_predictions": "engine",
-    "Config": "config", "ConfigError": "config", "load_config": "config",
-    "register_dataset": "datasets", "Splits": "datasets",
-    "SphereTask": "module", "CheckpointError": "module",
-    "make_metrics": "metrics", "make_synthetic": "synthetic",
+    "Config": "config", "ConfigError": "config", "load_train_config": "config",
+    "SphereTask": "module", "CheckpointError": "checkpoint",
+    "make_metrics": "metrics",
 }
 
 __all__ = sorted(_EXPORTS)

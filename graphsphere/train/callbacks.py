@@ -8,31 +8,19 @@ checkpoint or the new one, never half a file.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
+from ..files import atomic_write
+
 __all__ = ["AtomicCheckpointIO", "LayerSummary", "layer_summary", "atomic_torch_save"]
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself (the directory entry)."""
-    with contextlib.suppress(OSError):  # not all file systems allow opening a directory
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path) -> None:
-    """``torch.save`` to ``path`` atomically: temporary file, fsync, ``os.replace``.
+    """``torch.save`` to ``path`` atomically (:func:`graphsphere.files.atomic_write`).
 
     >>> import tempfile, os, torch
     >>> p = os.path.join(tempfile.mkdtemp(), "x.pt")
@@ -40,20 +28,8 @@ def atomic_torch_save(obj: Any, path) -> None:
     >>> torch.load(p)["w"].tolist()
     [1.0, 1.0]
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,197 +1,148 @@
-"""The training configuration: YAML, validated with pydantic before any work starts.
+"""The training configuration: sections of :mod:`graphsphere.config`, validated before any work starts.
 
-Every section forbids unknown keys; a bad field is reported with its dotted
-name, the value given and what is allowed, all problems at once::
+Validation checks names and values (the sampling's type and arguments, the
+dataset's name and parameters, the model's type and arguments, every trainer
+option); it builds nothing: :mod:`graphsphere.train.engine` builds the
+sampling, the data and the model from a validated :class:`Config`.
 
-    config error in run.yaml:
-      trainer.max_epoch: unknown field (value 3); did you mean 'max_epochs'? Allowed: [...]
-      optim.lr = -1: Input should be greater than 0
-
-Overrides on the command line (``trainer.max_epochs=3``) are parsed with
-``yaml.safe_load`` for the value, so ``3`` is an int, ``[8, 16]`` a list and
-``null`` None.
-
->>> cfg = load_config({"task": "classification", "sampling": {"type": "HEALPix", "nside": 4}},
-...                   overrides=["trainer.max_epochs=2", "model.channels=[4, 8]"])
->>> cfg.trainer.max_epochs, cfg.model.extra["channels"]
+>>> cfg = load_train_config({"task": "classification", "sampling": {"type": "HEALPix", "nside": 4}},
+...                         overrides=["trainer.max_epochs=2", "model.channels=[4, 8]"])
+>>> cfg.trainer.max_epochs, cfg.model.args["channels"]
 (2, [4, 8])
->>> load_config({"task": "classification", "trainer": {"max_epoch": 2}})  # doctest: +ELLIPSIS
+>>> load_train_config({"task": "classification", "trainer": {"max_epoch": 2}})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-graphsphere.train.config.ConfigError: config error:
+graphsphere.config.ConfigError: config error:
   trainer.max_epoch: unknown field (value 2); did you mean 'max_epochs'? ...
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                      PrivateAttr, ValidationError, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-__all__ = ["Config", "ConfigError", "load_config", "apply_overrides", "DataConfig", "SamplingConfig",
-           "ModelConfig", "OptimConfig", "TrainerConfig", "resolve_model_class", "AUTOMATIC_MODEL_ARGS"]
+from ..config import ConfigError, Section, did_you_mean, load_config
+from ..data.registry import validate_params
+from ..models.registry import model_class
+from ..sampling import from_spec
+
+__all__ = ["Config", "ConfigError", "load_train_config", "DataConfig", "SamplingConfig", "ModelConfig",
+           "OptimConfig", "TrainerConfig", "AUTOMATIC_MODEL_ARGS", "TASKS"]
 
 TASKS = ("classification", "regression", "segmentation")
+#: Model arguments filled in from the data and the task, never from the config.
+AUTOMATIC_MODEL_ARGS = ("sampling", "in_channels", "out_features", "out_channels", "task")
 
 
-class ConfigError(ValueError):
-    """A configuration problem; ``issues`` is a list of ``(dotted field, message)``."""
-
-    def __init__(self, issues: list[tuple[str, str]], source: str | None = None):
-        self.issues, self.source = list(issues), source
-        head = f"config error in {source}:" if source else "config error:"
-        super().__init__("\n  ".join([head] + [f"{loc}{msg}" for loc, msg in self.issues]))
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-# -- sections --------------------------------------------------------------------------------------
 class SamplingConfig(BaseModel):
-    """``type`` (HEALPix, Equiangular, GaussLegendre, Icosahedral, Points) and its
-    constructor arguments. HEALPix ``indices`` (a partial sky) may be a list of
-    pixel ids or the path of an ``.npy`` file holding them."""
+    """``type`` (HEALPix, Equiangular, GaussLegendre, Icosahedral, Points) and
+    its constructor arguments (:func:`graphsphere.sampling.from_spec`). Array
+    arguments (HEALPix ``indices``, Points ``lon``/``lat``) may be the path of
+    an ``.npy`` file."""
 
     model_config = ConfigDict(extra="allow")
     type: str = "HEALPix"
-    _built: Any = PrivateAttr(default=None)
 
     @property
     def args(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
     def build(self):
-        """The :class:`graphsphere.sampling.Sampling` (built once, then cached)."""
-        if self._built is None:
-            self._built = _build_sampling(self.type, self.args)
-        return self._built
+        """The :class:`graphsphere.sampling.Sampling` (for the engine)."""
+        try:
+            return from_spec(self.type, **self.args)
+        except (TypeError, ValueError, FileNotFoundError) as e:
+            raise ConfigError([("sampling", f" ({self.type}): {e}")]) from None
 
     @model_validator(mode="after")
     def _check(self):
-        self.build()
+        self.build()  # every name and value, now rather than after the data are made
         return self
-
-
-def _build_sampling(type_: str, args: dict[str, Any]):
-    import numpy as np
-
-    from ..sampling import base
-
-    registry = base._REGISTRY
-    canon = {k.lower(): k for k in registry}
-    name = canon.get(str(type_).lower())
-    if name is None:
-        raise ConfigError([("sampling.type", f" = {type_!r}: unknown sampling; allowed: {sorted(registry)}")])
-    cls = registry[name]
-    params = inspect.signature(cls).parameters
-    for key in args:
-        if key not in params:
-            allowed = [p for p in params if p != "self"]
-            raise ConfigError([(f"sampling.{key}", f": unknown argument of {name} (value {args[key]!r}); "
-                                f"allowed: {allowed}")])
-    args = dict(args)
-    if isinstance(args.get("indices"), str):
-        p = Path(args["indices"]).expanduser()
-        if not p.exists():
-            raise ConfigError([("sampling.indices", f" = {args['indices']!r}: file not found ({p.resolve()}); "
-                                "save pixel ids with numpy.save(path, ids)")])
-        args["indices"] = np.load(p)
-    try:
-        return cls(**args)
-    except (TypeError, ValueError) as e:
-        raise ConfigError([("sampling", f" ({name}): {e}")]) from None
 
 
 class DataConfig(BaseModel):
     """``name`` of a registered dataset builder (``synthetic``, ``npy``,
-    ``cosmology``, or your own, see ``graphsphere.train.datasets.register_dataset``)
-    and its parameters, checked by the builder's own schema."""
+    ``patches``, ``cosmology``, or yours, see
+    :func:`graphsphere.data.register_dataset`) and its parameters, checked by
+    the builder's own schema; plus how the engine feeds the data."""
 
     model_config = ConfigDict(extra="allow")
     name: str = "synthetic"
     num_workers: NonNegativeInt = 0
     seed: int | None = None
+    #: Standardise each input channel with the mean and std of the training set (kept in the checkpoint).
+    standardize_inputs: bool = True
+    #: Regression: standardise each target the same way; predictions and metrics are in the data's units.
+    standardize_targets: bool = True
     _params: Any = PrivateAttr(default=None)
 
     @property
-    def params(self):
-        """The builder's parameters, validated (a pydantic model)."""
-        return self._params
+    def params(self) -> dict[str, Any]:
+        """The builder's parameters, validated."""
+        return dict(self._params)
 
     @model_validator(mode="after")
     def _check(self):
-        from .datasets import dataset_entry
-
-        entry = dataset_entry(self.name)  # ConfigError naming the known ones
-        self._params = _validate_params(entry.params, dict(self.model_extra or {}), "data", f"dataset {self.name!r}")
+        self._params = validate_params(self.name, dict(self.model_extra or {}))
         return self
 
 
-#: Model arguments filled in from the data and the task, never from the config.
-AUTOMATIC_MODEL_ARGS = ("sampling", "in_channels", "out_features", "out_channels", "task")
-BUILTIN_MODELS = ("SphericalCNN", "SphericalUNet")
-
-
-def resolve_model_class(name: str):
-    """``SphericalCNN`` / ``SphericalUNet`` (``graphsphere.models``) or ``"package.module:Class"``."""
-    import importlib
-
-    if ":" in name:
-        mod, _, attr = name.partition(":")
-        try:
-            return getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError([("model.type", f" = {name!r}: cannot import it ({e})")]) from None
-    if name not in BUILTIN_MODELS:
-        raise ConfigError([("model.type", f" = {name!r}: unknown model; allowed: {list(BUILTIN_MODELS)} or "
-                            "'package.module:Class' for your own")])
-    from .. import models
-
-    return getattr(models, name)
-
-
 class ModelConfig(BaseModel):
-    """``type`` (``SphericalCNN``, ``SphericalUNet`` or ``"package.module:Class"``)
-    and its constructor arguments. The sampling, the number of input channels,
-    outputs and the task are filled in from the data."""
+    """``type`` (a registered model: ``SphericalCNN``, ``SphericalUNet``, ...,
+    or, with ``trust_code``, ``"package.module:Class"``) and its constructor
+    arguments. The sampling, the number of input channels, outputs and the
+    task are filled in from the data."""
 
     model_config = ConfigDict(extra="allow")
     type: str = "SphericalCNN"
 
     @property
-    def extra(self) -> dict[str, Any]:
+    def args(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
     @model_validator(mode="after")
-    def _check(self):
-        cls = resolve_model_class(self.type)
+    def _check(self, info: ValidationInfo):
+        trust = bool((info.context or {}).get("trust_code"))
+        try:
+            cls = model_class(self.type, trust_code=trust)
+        except ValueError as e:
+            raise ConfigError([("model.type", f" = {self.type!r}: {e}")]) from None
         issues = []
         sig = inspect.signature(cls)
         takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-        allowed = [p for p in sig.parameters if p not in AUTOMATIC_MODEL_ARGS and not p.startswith("_")]
-        for key, value in self.extra.items():
+        allowed = [p for p in sig.parameters if p not in AUTOMATIC_MODEL_ARGS]
+        for key, value in self.args.items():
             if key in AUTOMATIC_MODEL_ARGS:
                 issues.append((f"model.{key}", f" = {value!r}: set automatically from the data and the task; "
                                "remove it"))
-            elif (key not in allowed) and not takes_kwargs:
+            elif key not in allowed and not takes_kwargs:
                 issues.append((f"model.{key}", f": unknown argument of {self.type} (value {value!r})"
-                               f"{_did_you_mean(key, allowed)} Allowed: {allowed}"))
+                               f"{did_you_mean(key, allowed)} Allowed: {allowed}"))
         if issues:
             raise ConfigError(issues)
         return self
 
 
-class OptimConfig(_Section):
+class OptimConfig(Section):
     """Optimizer and learning-rate schedule."""
 
     name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0
+    lr: PositiveFloat = Field(1e-3, allow_inf_nan=False)
+    weight_decay: NonNegativeFloat = Field(0.0, allow_inf_nan=False)
     momentum: NonNegativeFloat = 0.9
     scheduler: Literal["none", "cosine", "step", "exponential", "plateau"] = "none"
     #: step: multiply by gamma every step_size intervals; exponential: by gamma each interval
@@ -201,7 +152,7 @@ class OptimConfig(_Section):
     interval: Literal["epoch", "step"] = "epoch"
 
 
-class TrainerConfig(_Section):
+class TrainerConfig(Section):
     """How to train: epochs, batches, hardware, precision, checkpoints, logs."""
 
     max_epochs: PositiveInt = 10
@@ -238,7 +189,7 @@ class TrainerConfig(_Section):
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
-class Config(_Section):
+class Config(Section):
     """A whole run. See ``experiments/example_*.yaml``."""
 
     task: Literal["classification", "regression", "segmentation"]
@@ -260,136 +211,9 @@ class Config(_Section):
                                 "classification of whole maps needs SphericalCNN (or task: segmentation)")])
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types only (what goes into YAML and checkpoints)."""
-        return self.model_dump(mode="json")
 
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-# -- validation helpers ----------------------------------------------------------------------------
-def _did_you_mean(key: str, allowed) -> str:
-    close = difflib.get_close_matches(str(key), list(allowed), n=1)
-    return f"; did you mean {close[0]!r}?" if close else "."
-
-
-def _model_fields(model_cls, loc: tuple) -> list[str]:
-    """Field names of the section at ``loc`` (for 'allowed: ...' hints)."""
-    cls = model_cls
-    for part in loc:
-        field = getattr(cls, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        cand = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not cand:
-            return []
-        cls = cand[0]
-    return list(getattr(cls, "model_fields", {}))
-
-
-def _issues_from(err: ValidationError, root_cls, prefix: tuple = ()) -> list[tuple[str, str]]:
-    issues = []
-    for e in err.errors(include_url=False):
-        loc = prefix + tuple(str(p) for p in e["loc"])
-        ctx_err = (e.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, ConfigError):  # raised by a section's own check: already phrased
-            issues.extend(ctx_err.issues)
-            continue
-        name = ".".join(loc)
-        if e["type"] == "extra_forbidden":
-            allowed = _model_fields(root_cls, loc[len(prefix):-1])
-            issues.append((name, f": unknown field (value {e['input']!r}){_did_you_mean(loc[-1], allowed)} "
-                                 f"Allowed: {allowed}"))
-        elif e["type"] == "missing":
-            issues.append((name, ": required field missing"))
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            issues.append((name, f" = {e['input']!r}: {msg}"))
-    return issues
-
-
-def _validate_params(schema, values: dict[str, Any], section: str, what: str):
-    """Validate a builder's parameters against its pydantic ``schema``."""
-    try:
-        return schema.model_validate(values)
-    except ValidationError as e:
-        raise ConfigError(_issues_from(e, schema, (section,))) from None
-
-
-def _set_path(d: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        if d.get(k) is None:
-            d[k] = {}
-        if not isinstance(d[k], dict):
-            raise ConfigError([(dotted, f": cannot set a field inside {k!r}, which is {d[k]!r}, not a section")])
-        d = d[k]
-    d[keys[-1]] = value
-
-
-def apply_overrides(d: dict, overrides) -> dict:
-    """Apply ``["a.b=value", ...]`` to a nested dict (values parsed as YAML)."""
-    import yaml
-
-    d = _deepcopy(d)
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError([(item, ": an override must look like section.field=value, e.g. trainer.max_epochs=3")])
-        key, _, raw = item.partition("=")
-        key = key.strip()
-        if not key or any(not part for part in key.split(".")):
-            raise ConfigError([(item, ": bad field name in override")])
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as e:
-            raise ConfigError([(key, f" = {raw!r}: not valid YAML ({e.problem})")]) from None
-        _set_path(d, key, value)
-    return d
-
-
-def _deepcopy(d):
-    if isinstance(d, dict):
-        return {k: _deepcopy(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_deepcopy(v) for v in d]
-    return d
-
-
-def load_config(source, overrides=None) -> Config:
-    """A validated :class:`Config` from a YAML path, a dict or a Config.
-
-    Raises :class:`ConfigError` listing every problem, before any work starts.
-    """
-    import yaml
-
-    name = None
-    if isinstance(source, Config):
-        if not overrides:
-            return source
-        raw = source.to_dict()
-    elif isinstance(source, dict):
-        raw = source
-    else:
-        path = Path(source).expanduser()
-        name = str(source)
-        if not path.exists():
-            raise FileNotFoundError(f"config file not found: {path.resolve()} (see experiments/example_*.yaml)")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError([(str(path), f": not valid YAML: {e}")]) from None
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError([(str(path), f": the top level must be a mapping of sections, got {type(raw).__name__}")])
-    try:
-        raw = apply_overrides(raw, overrides)
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_issues_from(e, Config), source=name) from None
-    except ConfigError as e:
-        raise ConfigError(e.issues, source=name) from None
+def load_train_config(source, overrides=None, trust_code: bool = False) -> Config:
+    """A validated :class:`Config` from a YAML path, a dict or a Config, with
+    ``overrides`` (``["trainer.max_epochs=3", ...]``). ``trust_code`` allows
+    ``model.type: "package.module:Class"`` (code outside graphsphere)."""
+    return load_config(Config, source, overrides, context={"trust_code": trust_code})

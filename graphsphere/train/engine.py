@@ -1,8 +1,13 @@
 """fit, evaluate, predict: what ``graphsphere train / evaluate / predict`` run.
 
+The engine is where a validated config becomes things: the sampling
+(:func:`graphsphere.sampling.from_spec`), the data (the dataset registry of
+:mod:`graphsphere.data`), the standardisation statistics (on the training
+split only), the model (the model registry) and the Lightning trainer.
+
 >>> from graphsphere.train import fit, evaluate, predict          # doctest: +SKIP
 >>> result = fit("experiments/example_synthetic.yaml")            # doctest: +SKIP
->>> result.metrics["test"]["acc"]                                 # doctest: +SKIP
+>>> result.metrics["test"]["test_acc"]                            # doctest: +SKIP
 >>> evaluate(result.last_checkpoint)                              # doctest: +SKIP
 >>> probs = predict(result.best_checkpoint, maps)                 # [n, classes]  # doctest: +SKIP
 """
@@ -19,9 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config, ConfigError, load_config
+from ..data.io import as_batch, read_maps
+from ..data.registry import build_splits
+from ..files import atomic_write
+from .config import Config, ConfigError, load_train_config
 
-__all__ = ["fit", "evaluate", "predict", "FitResult", "build_trainer", "read_inputs", "write_predictions"]
+__all__ = ["fit", "evaluate", "predict", "FitResult", "build_trainer", "build_data", "training_statistics"]
 
 
 class _QuietLightning(logging.Filter):
@@ -50,6 +58,32 @@ class FitResult:
     global_step: int
     resumed_from: Path | None
     module: Any = field(repr=False, default=None)
+
+
+def build_data(cfg: Config):
+    """The :class:`~graphsphere.data.Splits` a validated config describes."""
+    sampling = cfg.sampling.build() if cfg.sampling is not None else None
+    seed = cfg.data.seed if cfg.data.seed is not None else cfg.trainer.seed
+    return build_splits(cfg.data.name, cfg.data.params, sampling, cfg.task, seed)
+
+
+def training_statistics(dataset, what: str = "inputs", batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (float64 sums, then float32) of a dataset's
+    inputs ``x [npix, C]`` or targets ``y`` (last axis: outputs), over every
+    sample and pixel. A channel with zero spread gets std 1."""
+    from torch.utils.data import DataLoader
+
+    total = total_sq = count = None
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        t = batch[0] if what == "inputs" else batch[1]
+        t = t.double()
+        t = t.reshape(-1, t.shape[-1]) if (what == "inputs" or t.dim() > 1) else t.reshape(-1, 1)
+        s, s2, n = t.sum(0), (t * t).sum(0), t.shape[0]
+        total, total_sq, count = (s, s2, n) if total is None else (total + s, total_sq + s2, count + n)
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp(min=0).sqrt()
+    std = torch.where(std > 1e-12 * mean.abs().clamp(min=1e-30), std, torch.ones_like(std))
+    return mean.float(), std.float()
 
 
 def _loggers(cfg: Config, out: Path):
@@ -88,9 +122,13 @@ def build_trainer(cfg: Config, out: Path, has_val: bool, callbacks=(), stage: st
             monitor = "train_loss_epoch"  # no validation split: the best is the lowest training loss
         if t.checkpoint_every_n_steps:
             cbs.append(ModelCheckpoint(dirpath=ckdir, every_n_train_steps=t.checkpoint_every_n_steps,
-                                       save_top_k=0, save_last=True))
+                                       save_top_k=0, save_last=True, enable_version_counter=False))
+        # last.ckpt at every epoch end, whatever the monitored metric did (a best-only callback writes
+        # last.ckpt only when the metric improves, which left it a few steps behind the run).
+        cbs.append(ModelCheckpoint(dirpath=ckdir, save_top_k=0, save_last=True, save_on_train_epoch_end=True,
+                                   enable_version_counter=False))
         cbs.append(ModelCheckpoint(dirpath=ckdir, filename="best", monitor=monitor, mode=t.monitor_mode,
-                                   save_top_k=1, save_last=True, save_on_train_epoch_end=True,
+                                   save_top_k=1, save_on_train_epoch_end=True,
                                    auto_insert_metric_name=False, enable_version_counter=False))
         if t.early_stopping_patience:
             cbs.append(EarlyStopping(monitor=monitor, patience=t.early_stopping_patience, mode=t.monitor_mode))
@@ -124,28 +162,34 @@ def _latest_checkpoint(out: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def fit(config, overrides=None, *, callbacks=()) -> FitResult:
+def fit(config, overrides=None, *, callbacks=(), trust_code: bool = False) -> FitResult:
     """Train as the config says; resume from ``output_dir/checkpoints/last.ckpt`` if it exists
     (or from a newer SLURM requeue checkpoint ``output_dir/hpc_ckpt_*.ckpt``).
 
     ``config``: a YAML path, a dict or a :class:`Config`; ``overrides``:
-    ``["trainer.max_epochs=3", ...]``. Writes ``config.yaml``, checkpoints,
-    logs and ``metrics.json`` to ``output_dir``.
+    ``["trainer.max_epochs=3", ...]``; ``trust_code`` allows a model type
+    that is code outside graphsphere (``"package.module:Class"``). Writes
+    ``config.yaml``, checkpoints, logs and ``metrics.json`` to ``output_dir``.
     """
     import lightning.pytorch as pl
 
+    from .checkpoint import read_checkpoint
     from .datamodule import SphereDataModule
-    from .datasets import build_splits
-    from .module import SphereTask, read_checkpoint
+    from .module import SphereTask, build_model
 
-    cfg = load_config(config, overrides)
+    cfg = load_train_config(config, overrides, trust_code=trust_code)
     if cfg.trainer.sync_batchnorm and (cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()):
         raise ConfigError([("trainer.sync_batchnorm", " = True: torch's SyncBatchNorm runs on GPUs only; set it "
                             "to false on CPUs (or use a model without batch norm: model.batchnorm=false)")])
     out = Path(cfg.output_dir).expanduser()
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    splits = build_splits(cfg)
-    module = SphereTask(cfg, splits.sampling, splits.in_channels, splits.n_out, splits.class_names)
+    splits = build_data(cfg)
+    input_stats = training_statistics(splits.train, "inputs") if cfg.data.standardize_inputs else None
+    target_stats = (training_statistics(splits.train, "targets")
+                    if cfg.data.standardize_targets and cfg.task == "regression" else None)
+    model = build_model(cfg.model, cfg.task, splits.sampling, splits.in_channels, splits.n_out, trust_code)
+    module = SphereTask(cfg, model, splits.sampling, splits.in_channels, splits.n_out, splits.class_names,
+                        input_stats=input_stats, target_stats=target_stats)
     seed = cfg.data.seed if cfg.data.seed is not None else cfg.trainer.seed
     dm = SphereDataModule(splits, cfg.trainer.batch_size, seed, cfg.data.num_workers)
 
@@ -157,7 +201,8 @@ def fit(config, overrides=None, *, callbacks=()) -> FitResult:
                             steps_per_epoch=len(splits.train) // cfg.trainer.batch_size)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml())
+        with atomic_write(out / "config.yaml", "w") as f:
+            f.write(cfg.to_yaml())
         if resume_from:
             print(f"resuming from {resume_from}", flush=True)
     with warnings.catch_warnings():
@@ -182,31 +227,35 @@ def fit(config, overrides=None, *, callbacks=()) -> FitResult:
         summary = {"metrics": metrics, "epochs": result.epochs, "global_step": result.global_step,
                    "best_checkpoint": str(best) if best else None, "last_checkpoint": str(result.last_checkpoint),
                    "resumed_from": str(resume_from) if resume_from else None}
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        with atomic_write(out / "metrics.json", "w") as f:
+            f.write(json.dumps(summary, indent=2))
     return result
 
 
-def _load(checkpoint):
+def _load(checkpoint, trust_code: bool = False):
     from .module import SphereTask
 
-    return checkpoint if isinstance(checkpoint, SphereTask) else SphereTask.from_checkpoint(checkpoint)
+    return checkpoint if isinstance(checkpoint, SphereTask) else SphereTask.from_checkpoint(checkpoint,
+                                                                                          trust_code=trust_code)
 
 
 def evaluate(checkpoint, *, split: str = "test", overrides=None, batch_size: int | None = None,
-             accelerator: str = "auto", devices=1, progress_bar: bool = False) -> dict[str, float]:
-    """Metrics of a checkpoint on a split (``test`` or ``val``) of the data set
-    it was trained on; ``overrides`` change the data (``["data.noise=0.5"]``)."""
+             accelerator: str = "auto", devices=1, progress_bar: bool = False,
+             trust_code: bool = False) -> dict[str, float]:
+    """Metrics of a checkpoint on a split (``test``, ``val`` or ``train``) of
+    the data set it was trained on; ``overrides`` change the data
+    (``["data.noise=0.5"]``). Metric names are those of ``metrics.json``
+    (``test_acc``, ``val_mse``, ...)."""
     import lightning.pytorch as pl
 
+    from .checkpoint import CheckpointError
     from .datamodule import SphereDataModule
-    from .datasets import build_splits
-    from .module import CheckpointError
 
     if split not in ("test", "val", "train"):
         raise ValueError(f"split must be 'test', 'val' or 'train', got {split!r}")
-    module = _load(checkpoint)
-    cfg = load_config(module.config, overrides) if overrides else module.config
-    splits = build_splits(cfg)
+    module = _load(checkpoint, trust_code)
+    cfg = load_train_config(module.config, overrides, trust_code=trust_code) if overrides else module.config
+    splits = build_data(cfg)
     if splits.sampling != module.sampling or splits.in_channels != module.in_channels:
         raise CheckpointError(f"the data ({splits.sampling!r}, {splits.in_channels} channels) do not match the "
                               f"model ({module.sampling!r}, {module.in_channels} channels)")
@@ -218,89 +267,26 @@ def evaluate(checkpoint, *, split: str = "test", overrides=None, batch_size: int
                          enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
                          use_distributed_sampler=False)
     res = trainer.test(module, dataloaders=dm._loader(ds, False, False), verbose=False)
-    return {k.removeprefix("test_"): float(v) for k, v in res[0].items()}
-
-
-# -- predict ---------------------------------------------------------------------------------------
-def _as_batch(x: np.ndarray, npix: int, channels: int, what: str) -> np.ndarray:
-    """[npix] / [n, npix] / [npix, C] / [C, npix] / [n, npix, C] -> [n, npix, C]."""
-    if x.ndim == 1 and channels == 1:
-        return x[None, :, None]
-    if x.ndim == 2:
-        if x.shape[1] == npix and channels == 1:
-            return x[:, :, None]
-        if x.shape == (npix, channels):
-            return x[None]
-        if x.shape == (channels, npix):  # channels first, as in multi-field FITS files
-            return x.T[None]
-    if x.ndim == 3 and x.shape[1:] == (npix, channels):
-        return x
-    raise ValueError(f"{what}: shape {tuple(x.shape)} does not fit a model on {npix} pixels with {channels} input "
-                     f"channel(s); expected [n, {npix}, {channels}]" + (f", [n, {npix}] or [{npix}]"
-                                                                          if channels == 1 else ""))
-
-
-def read_inputs(path, sampling, channels: int, var: str | None = None) -> np.ndarray:
-    """Maps from ``.npy``, HEALPix ``.fits`` or NetCDF ``.nc``, as ``[n, npix, C]``.
-
-    FITS is read with ``healpy.read_map`` in the sampling's ordering (healpy
-    converts from the file's ORDERING header); its fields are channels.
-    """
-    from ..sampling import HEALPix
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"input file not found: {path.resolve()}")
-    name = path.name.lower()
-    if name.endswith(".npy"):
-        x = np.load(path, mmap_mode="r")
-    elif name.endswith((".fits", ".fit", ".fits.gz")):
-        import healpy as hp
-
-        if not isinstance(sampling, HEALPix):
-            raise ValueError(f"{path}: FITS maps are HEALPix maps, but the model is on {sampling!r}")
-        x = np.atleast_2d(hp.read_map(path, field=None, nest=sampling.nest, dtype=np.float64))
-        if x.shape[-1] != 12 * sampling.nside**2:
-            raise ValueError(f"{path}: maps of {x.shape[-1]} pixels, but the model is on {sampling!r}")
-        x = x[:, sampling.pixels]  # partial sky: the model's pixels
-        if np.any(x == hp.UNSEEN):
-            raise ValueError(f"{path}: the map is unobserved (UNSEEN) on pixels the model needs")
-        x = x.T[None] if x.shape[0] == channels else x[:, :, None]
-    elif name.endswith(".nc"):
-        from scipy.io import netcdf_file
-
-        with netcdf_file(path, "r", mmap=False) as f:
-            names = [v for v in f.variables if v not in f.dimensions]
-            if var is None:
-                cands = [v for v in names if sampling.npix in f.variables[v].shape]
-                if len(cands) != 1:
-                    raise ValueError(f"{path}: pick the variable with var= among {names} (variables with "
-                                     f"{sampling.npix} pixels: {cands})")
-                var = cands[0]
-            if var not in f.variables:
-                raise ValueError(f"{path}: no variable {var!r}; it has {names}")
-            x = np.array(f.variables[var][:])
-    else:
-        raise ValueError(f"{path}: unknown input format; use .npy, .fits or .nc")
-    return _as_batch(np.asarray(x), sampling.npix, channels, str(path))
+    return {f"{split}_{k.removeprefix('test_')}": float(v) for k, v in res[0].items()}
 
 
 def predict(checkpoint, inputs, *, batch_size: int = 32, device: str = "cpu", check_order: bool = True,
-            var: str | None = None) -> np.ndarray:
-    """Run a trained model on maps (an array or a file path, see :func:`read_inputs`).
+            var: str | None = None, trust_code: bool = False) -> np.ndarray:
+    """Run a trained model on maps (an array or a file path, see :func:`graphsphere.data.io.read_maps`).
 
     Returns probabilities ``[n, classes]`` (classification), ``[n, npix,
-    classes]`` (segmentation) or values ``[n, outputs]`` (regression).
+    classes]`` (segmentation) or values ``[n, outputs]`` (regression, in the
+    data's units).
     """
     from ..data.maps import check_maps
 
-    module = _load(checkpoint)
+    module = _load(checkpoint, trust_code)
     s = module.sampling
     if isinstance(inputs, (str, Path)):
-        x = read_inputs(inputs, s, module.in_channels, var=var)
+        x = read_maps(inputs, s, module.in_channels, var=var)
         what = str(inputs)
     else:
-        x = _as_batch(np.asarray(inputs), s.npix, module.in_channels, "inputs")
+        x = as_batch(np.asarray(inputs), s.npix, module.in_channels, "inputs")
         what = "inputs"
     x = check_maps(x, s, what=what, check_order=check_order)
     module.eval().to(device)
@@ -310,63 +296,3 @@ def predict(checkpoint, inputs, *, batch_size: int = 32, device: str = "cpu", ch
             xb = torch.tensor(np.asarray(x[i:i + batch_size], dtype=np.float32), device=device)
             outs.append(module.postprocess(module(xb)).cpu().numpy())
     return np.concatenate(outs)
-
-
-def write_predictions(pred: np.ndarray, path, module) -> Path:
-    """Write predictions to ``.npy``, NetCDF ``.nc`` or HEALPix ``.fits``.
-
-    FITS holds maps: one column per input map, the predicted class
-    (segmentation) or value (dense regression with one output) per pixel;
-    partial skies are written as partial maps.
-    """
-    from ..sampling import HEALPix
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    name = path.name.lower()
-    s = module.sampling
-    dense = pred.ndim == 3
-    if name.endswith(".npy"):
-        np.save(path, pred)
-    elif name.endswith(".nc"):
-        from scipy.io import netcdf_file
-
-        with netcdf_file(path, "w", version=2) as f:
-            f.createDimension("sample", pred.shape[0])
-            dims = ["sample"]
-            if dense:
-                f.createDimension("pixel", pred.shape[1])
-                dims.append("pixel")
-                pix = f.createVariable("pixel", "i", ("pixel",))
-                pix[:] = np.asarray(getattr(s, "pixels", np.arange(s.npix)), dtype=np.int32)
-            last = "output" if module.task == "regression" else "class"
-            f.createDimension(last, pred.shape[-1])
-            v = f.createVariable("prediction", "f", tuple(dims + [last]))
-            v[:] = pred.astype(np.float32)
-            v.description = ("probability per class" if module.task != "regression" else "predicted value")
-            f.task = module.task
-            f.sampling = repr(s)
-            if isinstance(s, HEALPix):
-                f.nside, f.ordering = s.nside, s.order
-    elif name.endswith((".fits", ".fit")):
-        import healpy as hp
-
-        if not dense or not isinstance(s, HEALPix):
-            raise ValueError(f"{path}: FITS holds HEALPix maps, but this model predicts "
-                             f"{'non-HEALPix maps' if dense else 'one vector per map'} (shape {pred.shape}); "
-                             "write .npy or .nc instead")
-        if module.task == "segmentation":
-            maps = pred.argmax(-1).astype(np.float32)
-        elif pred.shape[-1] == 1:
-            maps = pred[..., 0].astype(np.float32)
-        else:
-            raise ValueError(f"{path}: {pred.shape[-1]} outputs per pixel; FITS takes one map per input here, "
-                             "write .npy or .nc instead")
-        full = np.full((maps.shape[0], 12 * s.nside**2), hp.UNSEEN, dtype=np.float32)
-        full[:, s.pixels] = maps
-        hp.write_map(str(path), list(full), nest=s.nest, partial=not s.full_sphere, overwrite=True,
-                     column_names=[f"MAP{i}" for i in range(len(full))], dtype=np.float32)
-    else:
-        raise ValueError(f"{path}: unknown output format; use .npy, .nc or .fits")
-    return path
-

@@ -1,13 +1,16 @@
-"""The LightningModule: a spherical model, its loss, optimizer and metrics.
+"""The LightningModule: a spherical model, its loss, optimizer, metrics and
+input/target standardisation.
 
-Checkpoints carry everything needed to rebuild the model without the config
+Checkpoints carry everything needed to rebuild the module without the config
 file (``checkpoint["graphsphere"]``: the config, the sampling, the data's
-channels and outputs, the shapes of all weights) and the random-number
-state, so that a resumed run continues bit for bit.
+channels and outputs, which standardisations are on; see
+:mod:`graphsphere.train.checkpoint`) and the random-number state, so that a
+resumed run continues bit for bit.
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 from typing import Any
 
@@ -16,84 +19,40 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import AUTOMATIC_MODEL_ARGS, Config, ConfigError, resolve_model_class
+from ..models.registry import model_class
+from ..nn.norm import Standardize, convert_sync_batchnorm
+from ..sampling import from_state
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint
+from .config import Config, ConfigError, load_train_config
 from .metrics import make_metrics
 
-__all__ = ["SphereTask", "build_model", "convert_sync_batchnorm", "CHECKPOINT_FORMAT",
-           "CheckpointError", "read_checkpoint", "sampling_to_plain", "sampling_from_plain"]
+__all__ = ["SphereTask", "build_model", "CheckpointError"]
 
-CHECKPOINT_FORMAT = 1
+#: Config entries a resumed run may change: how it runs, not what it learns.
+RESUMABLE_CHANGES = {"trainer": ("max_epochs", "max_steps", "accelerator", "devices", "strategy", "num_nodes",
+                                 "progress_bar", "loggers", "log_every_n_steps", "checkpoint_every_n_steps",
+                                 "resume", "early_stopping_patience", "val_every_n_epochs", "limit_val_batches"),
+                     "data": ("num_workers",), "output_dir": ()}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is not ours, is damaged, or belongs to another model."""
-
-
-def build_model(model_cfg, task: str, sampling, in_channels: int, n_out: int) -> torch.nn.Module:
-    """Instantiate the configured model; the automatic arguments are passed
-    where the model's signature has them."""
-    import inspect
-
-    cls = resolve_model_class(model_cfg.type)
+def build_model(model_cfg, task: str, sampling, in_channels: int, n_out: int, trust_code: bool = False):
+    """Instantiate the configured model; the automatic arguments (sampling,
+    channels, outputs, task) are passed where the model's signature has them."""
+    try:
+        cls = model_class(model_cfg.type, trust_code=trust_code)
+    except ValueError as e:
+        raise ConfigError([("model.type", f" = {model_cfg.type!r}: {e}")]) from None
     params = inspect.signature(cls).parameters
     # graphsphere.models speak of "classification" for per-vertex classes too.
     model_task = "regression" if task == "regression" else "classification"
     auto = {"sampling": sampling, "in_channels": in_channels, "task": model_task}
     auto["out_channels" if "out_channels" in params else "out_features"] = n_out
     kwargs = {k: v for k, v in auto.items() if k in params}
-    kwargs.update(model_cfg.extra)
+    kwargs.update(model_cfg.args)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError([("model", f" ({model_cfg.type}): {e}")]) from None
-
-
-def convert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
-    """Swap batch norms for synchronized ones (DDP on GPUs), in place.
-
-    The batch norms of ``graphsphere.models`` normalise the channels of
-    ``[B, V, C]``; ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` would
-    make them plain SyncBatchNorms that normalise axis 1 (the vertices), so
-    they become :class:`_VertexSyncBatchNorm`, which keep the layout.
-    """
-    from torch.nn.modules.batchnorm import _BatchNorm
-
-    from ..models import _VertexBatchNorm
-
-    for name, child in list(module.named_children()):
-        if isinstance(child, torch.nn.SyncBatchNorm):
-            continue
-        if isinstance(child, _VertexBatchNorm):
-            new = _VertexSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                       child.track_running_stats)
-            new.load_state_dict(child.state_dict())
-            setattr(module, name, new.train(child.training))
-        elif isinstance(child, _BatchNorm):
-            setattr(module, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
-        else:
-            convert_sync_batchnorm(child)
-    return module
-
-
-class _VertexSyncBatchNorm(torch.nn.SyncBatchNorm):
-    """SyncBatchNorm over the channels of ``[batch, vertices, channels]``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
-
-
-def sampling_to_plain(s) -> dict[str, Any]:
-    """A sampling as plain Python (lists, not arrays): safe in a checkpoint."""
-    d = {"type": type(s).__name__}
-    for k, v in s.to_dict().items():
-        d[k] = np.asarray(v).tolist() if np.ndim(v) > 0 else (v.item() if hasattr(v, "item") else v)
-    return d
-
-
-def sampling_from_plain(d: dict[str, Any]):
-    from ..sampling import from_dict
-
-    return from_dict({k: (np.asarray(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
 def _capture_rng() -> dict[str, Any]:
@@ -123,90 +82,75 @@ def _restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def read_checkpoint(path) -> dict[str, Any]:
-    """Load a graphsphere checkpoint (tensors only: safe with ``weights_only``)."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path.resolve()}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not one of ours"
-        raise CheckpointError(f"{path} is not a readable graphsphere checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from None
-    if not isinstance(ckpt, dict) or "graphsphere" not in ckpt:
-        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path} is not a graphsphere training checkpoint (no 'graphsphere' entry; found "
-                              f"{keys}); checkpoints are written by graphsphere.train.fit / `graphsphere train`")
-    return ckpt
-
-
 class SphereTask(pl.LightningModule):
     """A spherical model trained for ``task`` (classification, regression or segmentation).
 
-    Built from a validated config and what the data say (sampling, channels,
-    outputs); :meth:`from_checkpoint` rebuilds it from a checkpoint alone.
+    Built by the engine from a validated config, the model and what the data
+    say (sampling, channels, outputs, standardisation statistics);
+    :meth:`from_checkpoint` rebuilds it from a checkpoint alone. With
+    ``input_stats`` (per-channel mean and std of the training inputs) the
+    model sees standardised inputs; with ``target_stats`` (regression) it
+    learns standardised targets, and predictions and metrics come back in
+    the data's units.
     """
 
-    def __init__(self, config: Config, sampling, in_channels: int, n_out: int, class_names=None):
+    def __init__(self, config: Config, model: torch.nn.Module, sampling, in_channels: int, n_out: int,
+                 class_names=None, input_stats=None, target_stats=None):
         super().__init__()
         self.config, self.task = config, config.task
         self.sampling, self.in_channels, self.n_out = sampling, int(in_channels), int(n_out)
         self.class_names = list(class_names) if class_names else None
-        self.model = build_model(config.model, self.task, sampling, self.in_channels, self.n_out)
+        self.model = model
         if config.trainer.sync_batchnorm:
             convert_sync_batchnorm(self.model)
+        self.input_norm = Standardize(*input_stats) if input_stats is not None else None
+        if target_stats is not None and self.task != "regression":
+            raise ValueError(f"target standardisation is for regression, not {self.task}")
+        self.target_norm = Standardize(*target_stats) if target_stats is not None else None
         self.val_metrics = make_metrics(self.task, self.n_out)
         self.test_metrics = make_metrics(self.task, self.n_out)
         self._pending_rng = None
 
     # -- identity ---------------------------------------------------------------------------------
-    def weight_shapes(self) -> dict[str, list[int]]:
-        return {k: list(v.shape) for k, v in self.model.state_dict().items() if isinstance(v, torch.Tensor)}
-
     def meta(self) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(),
-                "sampling": sampling_to_plain(self.sampling), "in_channels": self.in_channels,
-                "n_out": self.n_out, "class_names": self.class_names, "weight_shapes": self.weight_shapes()}
+        return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "sampling": self.sampling.to_state(),
+                "in_channels": self.in_channels, "n_out": self.n_out, "class_names": self.class_names,
+                "standardize": {"inputs": self.input_norm is not None, "targets": self.target_norm is not None},
+                "weight_shapes": {k: list(v.shape) for k, v in self.state_dict().items()}}
 
     def check_compatible(self, meta: dict[str, Any], path) -> None:
-        """Raise :class:`CheckpointError` if a checkpoint holds another model."""
+        """Raise :class:`CheckpointError` if a checkpoint holds another model or another run
+        (other data, optimiser or seed): resuming from it would train something else."""
         mine = self.meta()
-        problems = []
-        for key in ("in_channels", "n_out"):
-            if meta.get(key) != mine[key]:
-                problems.append(f"{key}: {meta.get(key)} there, {mine[key]} here")
+        problems = [f"{key}: {meta.get(key)} there, {mine[key]} here" for key in ("in_channels", "n_out")
+                    if meta.get(key) != mine[key]]
         if meta.get("sampling") != mine["sampling"]:
             problems.append(f"sampling: {_short(meta.get('sampling'))} there, {_short(mine['sampling'])} here")
-        old_model = (meta.get("config") or {}).get("model")
-        if old_model != mine["config"]["model"]:
-            problems.append(f"model: {old_model} there, {mine['config']['model']} here")
-        old_task = (meta.get("config") or {}).get("task")
-        if old_task != self.task:
-            problems.append(f"task: {old_task} there, {self.task} here")
-        if not problems and meta.get("weight_shapes") != mine["weight_shapes"]:
-            theirs, ours = meta.get("weight_shapes") or {}, mine["weight_shapes"]
+        problems += _config_differences(meta.get("config") or {}, mine["config"])
+        if not problems and meta.get("weight_shapes") not in (None, mine["weight_shapes"]):
+            theirs, ours = meta["weight_shapes"], mine["weight_shapes"]
             diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
             problems.append(f"weights differ: {diff[:5]}")
         if problems:
-            raise CheckpointError(f"{path} holds a different model:\n  " + "\n  ".join(problems)
-                                  + "\n  use a new output_dir, set trainer.resume=false, or restore the old settings")
+            raise CheckpointError(f"{path} was trained with other settings:\n  " + "\n  ".join(problems)
+                                  + "\n  use a new output_dir, set trainer.resume=false to start afresh, or "
+                                    "restore the old settings")
 
     @classmethod
-    def from_checkpoint(cls, path, map_location="cpu") -> "SphereTask":
-        """Rebuild the trained module from a checkpoint file."""
+    def from_checkpoint(cls, path, map_location="cpu", trust_code: bool = False) -> "SphereTask":
+        """Rebuild the trained module from a checkpoint file. Only registered
+        model classes are built unless ``trust_code`` (the checkpoint's
+        config could otherwise name any importable code)."""
         ckpt = read_checkpoint(path)
         meta = ckpt["graphsphere"]
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path}: checkpoint format {meta.get('format')} is not supported "
-                                  f"(this version reads {CHECKPOINT_FORMAT})")
-        from .config import load_config
-
-        cfg = load_config(meta["config"])
-        module = cls(cfg, sampling_from_plain(meta["sampling"]), meta["in_channels"], meta["n_out"],
-                     meta.get("class_names"))
-        module.check_compatible(meta, path)
+        cfg = load_train_config(meta["config"], trust_code=trust_code)
+        sampling = from_state(meta["sampling"])
+        model = build_model(cfg.model, cfg.task, sampling, meta["in_channels"], meta["n_out"], trust_code)
+        std = meta.get("standardize") or {}
+        # placeholders of the right size: the state_dict fills in the statistics
+        module = cls(cfg, model, sampling, meta["in_channels"], meta["n_out"], meta.get("class_names"),
+                     input_stats=_unit_stats(meta["in_channels"]) if std.get("inputs") else None,
+                     target_stats=_unit_stats(meta["n_out"]) if std.get("targets") else None)
         try:
             module.load_state_dict(ckpt["state_dict"], strict=True)
         except RuntimeError as e:
@@ -232,12 +176,14 @@ class SphereTask(pl.LightningModule):
             self._pending_rng = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        """The model's raw output (logits, or standardised values) for raw inputs."""
+        return self.model(self.input_norm(x) if self.input_norm is not None else x)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.task == "regression":
-            if out.shape != y.shape:
-                out = out.reshape(y.shape)
+            y = y.reshape(out.shape) if out.shape != y.shape else y
+            if self.target_norm is not None:
+                y = self.target_norm(y)
             return F.mse_loss(out.float(), y.float())
         return F.cross_entropy(out.reshape(-1, self.n_out).float(), y.reshape(-1))
 
@@ -267,7 +213,7 @@ class SphereTask(pl.LightningModule):
         out = self(x)
         self._check_output(out, x)
         loss = self.loss(out, y)
-        metrics.update(out, y)
+        metrics.update(self.in_data_units(out), y)
         self.log(f"{prefix}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0],
                  sync_dist=True)
         return loss
@@ -294,9 +240,13 @@ class SphereTask(pl.LightningModule):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.postprocess(self(x))
 
+    def in_data_units(self, out: torch.Tensor) -> torch.Tensor:
+        """Regression outputs with the target standardisation undone (other tasks: unchanged)."""
+        return self.target_norm.inverse(out) if self.target_norm is not None else out
+
     def postprocess(self, out: torch.Tensor) -> torch.Tensor:
-        """Probabilities for classification/segmentation, values for regression."""
-        return out.float() if self.task == "regression" else out.float().softmax(-1)
+        """Probabilities for classification/segmentation, values (in the data's units) for regression."""
+        return self.in_data_units(out).float() if self.task == "regression" else out.float().softmax(-1)
 
     def configure_optimizers(self):
         o = self.config.optim
@@ -324,7 +274,28 @@ class SphereTask(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": o.interval}}
 
 
+def _unit_stats(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros(n), torch.ones(n)
+
+
+def _config_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    """What differs between two run configs, ignoring what a resumed run may change."""
+    out = []
+    for section in sorted(set(theirs) | set(ours)):
+        a, b = theirs.get(section), ours.get(section)
+        if section in RESUMABLE_CHANGES and not RESUMABLE_CHANGES[section]:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            skip = RESUMABLE_CHANGES.get(section, ())
+            for key in sorted(set(a) | set(b)):
+                if key not in skip and a.get(key) != b.get(key):
+                    out.append(f"{section}.{key}: {a.get(key)!r} there, {b.get(key)!r} here")
+        elif a != b:
+            out.append(f"{section}: {a!r} there, {b!r} here")
+    return out
+
+
 def _short(d) -> str:
     if not isinstance(d, dict):
         return repr(d)
-    return "{" + ", ".join(f"{k}: {('<%d ids>' % len(v)) if isinstance(v, list) else v}" for k, v in d.items()) + "}"
+    return "{" + ", ".join(f"{k}: {('<%d values>' % len(v)) if isinstance(v, list) else v}" for k, v in d.items()) + "}"

@@ -31,6 +31,7 @@ import warnings
 
 import torch
 
+from ...graph import SphereGraph
 from . import _cpu_kernel as _cpu_kernel_mod
 
 __all__ = ["SparseOperator", "as_operator", "cheb_conv", "laplacian_matmul"]
@@ -116,7 +117,7 @@ def as_operator(obj, dtype: torch.dtype | None = None, device=None, a: float = 1
         if check:
             _check_operator(op)
         return op.to(device, dtype)
-    if hasattr(obj, "operator") and hasattr(obj, "lmax"):  # a SphereGraph
+    if isinstance(obj, SphereGraph):
         obj = obj.operator(a)
     if isinstance(obj, torch.Tensor):
         if not (obj.is_sparse or obj.layout == torch.sparse_csr):

@@ -12,19 +12,12 @@ the same split by full-sky map, it trains and tests:
 - ``svm_histogram`` and ``svm_psd``: linear SVMs on pixel histograms and power spectra;
 
 and writes the accuracy table (markdown and JSON), sample maps, training
-curves and accuracy against noise. DeepSphere trains through
-:func:`graphsphere.train.fit` (checkpoints, logs, resume); the baselines
-through :mod:`graphsphere.baselines`.
+curves and accuracy against noise. The three networks train through
+:func:`graphsphere.train.fit` (standardised inputs, checkpoints, logs,
+resume, the best epoch by validation loss); the SVMs are scikit-learn
+estimators (:mod:`.baselines`).
 
 A seed is a whole replication: its own maps, split, noise and initialisation.
-The DeepSphere models see standardised inputs (:class:`StandardizedSphericalCNN`:
-mean and std of the training patches, kept with the weights), like the ConvNet.
-
->>> cfg = ExperimentConfig(noise_levels=[0.0], methods=["svm_histogram"])
->>> cfg.data.nside, cfg.data.orders
-(64, [1])
->>> ExperimentConfig.model_validate({"data": {"nside": 128, "order": 4}}).data.orders
-[4]
 """
 
 from __future__ import annotations
@@ -33,212 +26,16 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import torch
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
-    ValidationError,
-    model_validator,
-)
 
-from ..models import SphericalCNN
+from .config import LABELS, METHODS, ExperimentConfig, load_config
 
-__all__ = ["METHODS", "ExperimentConfig", "StandardizedSphericalCNN", "format_table", "load_config", "run"]
+__all__ = ["format_table", "run", "PAPER_ORDER4"]
 
-METHODS = ("deepsphere_fcn", "deepsphere_cnn", "convnet2d", "svm_histogram", "svm_psd")
-LABELS = {"deepsphere_fcn": "DeepSphere FCN", "deepsphere_cnn": "DeepSphere CNN", "convnet2d": "2D ConvNet",
-          "svm_histogram": "SVM on histograms", "svm_psd": "SVM on power spectra"}
 #: The 2019 paper, order 4 (1/192 of the sky), noise 0 / 0.5 / 1 / 1.5 / 2 (REFERENCE.md section 5).
 PAPER_ORDER4 = {"deepsphere_fcn": (100, 99.8, 97.7, 92.5, 86.8), "convnet2d": (98.8, 97.7, 92.9, 87.9, 81.0),
                 "svm_histogram": (90.5, 89.0, 86.0, 80.0, 74.2), "svm_psd": (86.4, 77.8, 71.4, 68.0, 63.7)}
-
-
-class StandardizedSphericalCNN(SphericalCNN):
-    """A :class:`~graphsphere.models.SphericalCNN` that first standardises its
-    input, ``(x - input_mean) / input_std``, with constants kept as buffers
-    (saved with the weights, so the model takes raw maps at predict time).
-
-    Why: convergence maps have a pixel std of ~0.006. Fed raw, the first
-    convolution's outputs have a variance of ~4e-5, the size of batch norm's
-    eps (1e-5); while the weights grow out of that regime the running
-    statistics lag behind, and in eval mode the model predicts one class
-    for every patch for several epochs (measured: validation loss 0.95-2.7
-    against 0.60-0.65 with standardised inputs, same seed). The 2019 code
-    divided the maps by their std, too.
-
-    >>> import torch, graphsphere as gs
-    >>> s = gs.sampling.HEALPix(nside=8, indices=range(64))
-    >>> m = StandardizedSphericalCNN(s, 1, 2, channels=[4, 4], K=3, input_mean=0.0, input_std=0.01)
-    >>> m(0.01 * torch.randn(5, 64, 1)).shape
-    torch.Size([5, 2])
-    """
-
-    def __init__(self, sampling, in_channels: int, out_features: int, input_mean: float = 0.0,
-                 input_std: float = 1.0, **kwargs):
-        if not input_std > 0:
-            raise ValueError(f"input_std must be positive, got {input_std}")
-        super().__init__(sampling, in_channels, out_features, **kwargs)
-        self.config.update(input_mean=float(input_mean), input_std=float(input_std))
-        self.register_buffer("input_mean", torch.tensor(float(input_mean)))
-        self.register_buffer("input_std", torch.tensor(float(input_std)))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return super().features((x - self.input_mean) / self.input_std)
-
-
-def _config_error(field: str, message: str):
-    """A ConfigError naming ``field`` (pydantic passes it through as the validator's error)."""
-    from ..train.config import ConfigError
-
-    return ConfigError([(field, message)])
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataSection(_Strict):
-    """Which maps (see :func:`graphsphere.data.cosmology.make_dataset`)."""
-
-    nside: PositiveInt = 64
-    #: patch orders: each sample is 1/(12 o^2) of the sky, (nside/o)^2 pixels (the paper: 1, 2, 4)
-    orders: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1)
-    n_maps_per_class: PositiveInt = 24
-    #: scales the lognormal shift of both models; < 1: more skewed maps (docs/cosmology_data.md)
-    shift_scale: PositiveFloat = 1.0
-    #: whole maps per class held out for testing and validation (the rest trains)
-    test_fraction: float = Field(0.4, gt=0, lt=1)
-    val_fraction: float = Field(0.15, ge=0, lt=1)
-    cache_dir: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _order_alias(cls, v):
-        # `data.order=4` (one order) reads as orders=[4]
-        if isinstance(v, dict) and "order" in v:
-            if "orders" in v:
-                raise _config_error("data.order", ": give data.orders (a list) or data.order (one order), not both")
-            v = {k: val for k, val in v.items() if k != "order"} | {"orders": [v["order"]]}
-        return v
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.nside & (self.nside - 1):
-            raise _config_error("data.nside", f" = {self.nside}: must be a power of 2 (HEALPix)")
-        for o in self.orders:
-            if o & (o - 1) or o > self.nside:
-                raise _config_error("data.orders", f": order {o} must be a power of 2 and at most nside "
-                                                   f"({self.nside})")
-        return self
-
-
-class DeepSphereSection(_Strict):
-    """The DeepSphere models and their training (through graphsphere.train)."""
-
-    #: one graph convolution + pooling (by 4) per entry; the paper (65k-pixel patches): [16, 32, 64, 64, 64]
-    channels: list[PositiveInt] = Field(default_factory=lambda: [8, 16, 32, 32], min_length=1)
-    K: PositiveInt = 5
-    #: "avg": as accurate as "max" on these maps and steadier in the first epochs (measured); the paper: "max"
-    pool: Literal["avg", "max"] = "avg"
-    epochs: PositiveInt = 8
-    #: pixels per batch: a batch holds batch_pixels / (nside/o)^2 patches, so the number of steps per epoch
-    #: does not depend on the order (the paper: 16 o^2 patches of (1024/o)^2 pixels, i.e. 2^24 pixels)
-    batch_pixels: PositiveInt = 32768
-    lr: PositiveFloat = 3e-4
-    #: learning-rate decay per step (the paper: 2e-4 decayed by 0.999 per step over ~80 epochs)
-    lr_decay: PositiveFloat = 1.0
-    #: standardise inputs with the training patches' mean and std (see StandardizedSphericalCNN)
-    standardize: bool = True
-    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
-
-
-class ConvNetSection(_Strict):
-    """The 2D ConvNet baseline: 3x3 conv - batch norm - ReLU - 2x2 max pool per entry."""
-
-    #: about the parameter count of the DeepSphere FCN (a 3x3 kernel has 9 weights, a K=5 filter 5);
-    #: the paper size is [16, 32, 46, 46, 46]
-    channels: list[PositiveInt] = Field(default_factory=lambda: [8, 16, 23, 23], min_length=1)
-    #: twice DeepSphere's by default: its training loss falls more slowly, and an epoch costs ~1/3
-    epochs: PositiveInt = 16
-    batch_pixels: PositiveInt = 32768
-    lr: PositiveFloat = 3e-4
-    lr_decay: PositiveFloat = 1.0
-    #: "auto": the GPU when there is one
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-
-class ExperimentConfig(_Strict):
-    """Everything the experiment does; the defaults are the quick run (about a minute on 2 cores)."""
-
-    output_dir: str = "out/cosmology"
-    data: DataSection = Field(default_factory=DataSection)
-    noise_levels: list[NonNegativeFloat] = Field(default_factory=lambda: [0.0, 2.0], min_length=1)
-    #: one replication per seed: its own maps, split, noise draw and initialisation
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    methods: list[Literal[METHODS]] = Field(default_factory=lambda: list(METHODS), min_length=1)  # type: ignore
-    deepsphere: DeepSphereSection = Field(default_factory=DeepSphereSection)
-    convnet: ConvNetSection = Field(default_factory=ConvNetSection)
-    #: power-spectrum features: "anafast" (the paper's, one full-sky transform per patch) or "fft" (fast)
-    psd_features: Literal["anafast", "fft"] = "fft"
-    progress: bool = True
-
-    @model_validator(mode="after")
-    def _check_depth(self):
-        # Fail before any map is made: every patch must survive the poolings.
-        for o in self.data.orders:
-            side = self.data.nside // o
-            uses = [("deepsphere", len(self.deepsphere.channels), 2)] if any(
-                m.startswith("deepsphere") for m in self.methods) else []
-            if "convnet2d" in self.methods:
-                uses.append(("convnet", len(self.convnet.channels), 1))
-            for name, depth, coarsest in uses:
-                if side < coarsest * 2**depth:
-                    raise _config_error(
-                        f"{name}.channels", f": {depth} poolings by 2x2 need patches of at least "
-                        f"{coarsest * 2 ** depth}x{coarsest * 2 ** depth} pixels, but order {o} at nside "
-                        f"{self.data.nside} gives {side}x{side}; use fewer channels, a smaller order or a larger nside")
-        return self
-
-
-def load_config(source=None, overrides=()) -> ExperimentConfig:
-    """An :class:`ExperimentConfig` from a YAML path, a dict or ``None`` (the
-    quick run), plus ``key=value`` overrides; every problem is reported at
-    once as a :class:`graphsphere.train.config.ConfigError` naming the key.
-
-    >>> load_config(None, ["data.nside=64", "noise_levels=[0, 1]"]).noise_levels
-    [0.0, 1.0]
-    >>> load_config({"data": {"nsid": 64}})
-    Traceback (most recent call last):
-    ...
-    graphsphere.train.config.ConfigError: config error:
-      data.nsid: unknown field (value 64); did you mean 'nside'? ...
-    """
-    from ..train.config import ConfigError, _issues_from, apply_overrides
-
-    where = ""
-    if isinstance(source, ExperimentConfig):
-        raw = source.model_dump()
-    elif isinstance(source, dict) or source is None:
-        raw = dict(source or {})
-    else:
-        import yaml
-
-        where = str(source)
-        with open(source) as f:
-            raw = yaml.safe_load(f) or {}
-    raw = apply_overrides(raw, list(overrides))
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_issues_from(e, ExperimentConfig), source=where or None) from None
 
 
 def _patches_per_batch(batch_pixels: int, npix_patch: int, n_train: int) -> int:
@@ -246,25 +43,35 @@ def _patches_per_batch(batch_pixels: int, npix_patch: int, n_train: int) -> int:
     return int(min(max(2, batch_pixels // npix_patch), max(2, n_train)))
 
 
-def _train_config(cfg: ExperimentConfig, method: str, order: int, noise: float, seed: int, out: Path,
-                  input_stats: tuple[float, float] | None = None, batch_size: int = 32) -> dict:
-    """The graphsphere.train config of one DeepSphere run (also builds the baselines' data)."""
-    d, ds = cfg.data, cfg.deepsphere
+def _data_section(cfg: ExperimentConfig, order: int, noise: float, seed: int) -> dict:
+    d = cfg.data
     data = {"name": "cosmology", "nside": d.nside, "order": order, "n_maps_per_class": d.n_maps_per_class,
             "shift_scale": d.shift_scale, "noise": noise, "test_fraction": d.test_fraction,
-            "val_fraction": d.val_fraction, "seed": seed}
+            "val_fraction": d.val_fraction, "seed": seed, "standardize_inputs": cfg.deepsphere.standardize}
     if d.cache_dir:
         data["cache_dir"] = d.cache_dir
-    model = {"type": "SphericalCNN", "channels": list(ds.channels), "K": ds.K, "pool": ds.pool,
-             "head": "conv" if method == "deepsphere_fcn" else "fc"}
-    if input_stats is not None:
-        model.update(type=f"{__name__}:StandardizedSphericalCNN", input_mean=input_stats[0],
-                     input_std=input_stats[1])
-    return {"task": "classification", "output_dir": str(out), "data": data, "model": model,
-            "optim": {"name": "adam", "lr": ds.lr, "scheduler": "exponential" if ds.lr_decay != 1 else "none",
-                      "gamma": ds.lr_decay, "interval": "step"},
-            "trainer": {"max_epochs": ds.epochs, "batch_size": batch_size, "seed": seed,
-                        "accelerator": ds.accelerator, "precision": ds.precision, "loggers": ["csv"],
+    return data
+
+
+def _train_config(cfg: ExperimentConfig, method: str, order: int, noise: float, seed: int, out: Path,
+                  batch_size: int = 32) -> dict:
+    """The graphsphere.train config of one network run (DeepSphere or the 2D ConvNet)."""
+    if method == "convnet2d":
+        net = cfg.convnet
+        model = {"type": "ConvNet2D", "channels": list(net.channels)}
+        accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "gpu"}[net.device]
+        precision = "32"
+    else:
+        net = cfg.deepsphere
+        model = {"type": "SphericalCNN", "channels": list(net.channels), "K": net.K, "pool": net.pool,
+                 "head": "conv" if method == "deepsphere_fcn" else "fc"}
+        accelerator, precision = net.accelerator, net.precision
+    return {"task": "classification", "output_dir": str(out), "data": _data_section(cfg, order, noise, seed),
+            "model": model,
+            "optim": {"name": "adam", "lr": net.lr, "scheduler": "exponential" if net.lr_decay != 1 else "none",
+                      "gamma": net.lr_decay, "interval": "step"},
+            "trainer": {"max_epochs": net.epochs, "batch_size": batch_size, "seed": seed,
+                        "accelerator": accelerator, "precision": precision, "loggers": ["csv"],
                         "progress_bar": cfg.progress, "checkpoint_every_n_steps": 100}}
 
 
@@ -275,29 +82,19 @@ def _arrays(subset) -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(len(idx), -1), np.asarray(subset.dataset.y)[idx]
 
 
-def _baseline(method: str, cfg: ExperimentConfig, order: int, splits, seed: int) -> tuple[float, dict, int]:
-    """(test accuracy, per-epoch history, parameter count) of one baseline."""
-    from .. import baselines
+def _svm(method: str, cfg: ExperimentConfig, order: int, splits, seed: int) -> tuple[float, dict, int]:
+    """(test accuracy, no history, number of weights) of one SVM, trained on the training and
+    validation maps (it chooses C by cross-validation) and scored on the test maps."""
+    from .baselines import SVMBaseline
 
     xtr, ytr = _arrays(splits.train)
     xte, yte = _arrays(splits.test)
-    if method == "convnet2d":
-        xva, yva = _arrays(splits.val) if splits.val is not None else (None, None)
-        c = cfg.convnet
-        model = baselines.ConvNet2D(channels=tuple(c.channels))
-        bs = _patches_per_batch(c.batch_pixels, xtr.shape[1], len(xtr))
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
-        model, hist = baselines.train_convnet(xtr, ytr, xva, yva, epochs=c.epochs, batch_size=bs, lr=c.lr,
-                                              lr_decay=c.lr_decay, seed=seed, model=model, device=device,
-                                              progress=cfg.progress)
-        return float(model.score(xte, yte)), hist, sum(p.numel() for p in model.parameters())
-    if splits.val is not None:  # the SVMs choose C by cross-validation: give them the validation maps too
+    if splits.val is not None:
         xva, yva = _arrays(splits.val)
         xtr, ytr = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
     kw = {"psd_method": cfg.psd_features, "order": order} if method == "svm_psd" else {}
-    svm = baselines.SVMBaseline("psd" if method == "svm_psd" else "histogram", **kw)
-    svm.fit(xtr, ytr)
-    return float(svm.score(xte, yte)), {}, int(svm.transform(xte[:1]).shape[1]) + 1
+    svm = SVMBaseline("psd" if method == "svm_psd" else "histogram", seed=seed, **kw).fit(xtr, ytr)
+    return float(svm.score(xte, yte)), {}, svm.n_features + 1
 
 
 def _history_from_csv(out: Path) -> dict:
@@ -314,14 +111,15 @@ def _history_from_csv(out: Path) -> dict:
     return {k: [v[e] for e in sorted(v)] for k, v in hist.items()}
 
 
-def _deepsphere(cfg: ExperimentConfig, method: str, order: int, noise: float, seed: int, splits,
-                out: Path) -> tuple[float, dict, int]:
-    from ..train import fit
+def _network(cfg: ExperimentConfig, method: str, order: int, noise: float, seed: int, splits,
+             out: Path) -> tuple[float, dict, int]:
+    """(test accuracy of the best epoch, history, parameters) of one network trained by the engine."""
+    from ...train import fit
 
-    x, _ = _arrays(splits.train)
-    stats = (float(x.mean()), float(x.std())) if cfg.deepsphere.standardize else None
-    bs = _patches_per_batch(cfg.deepsphere.batch_pixels, x.shape[1], len(x))
-    train_cfg = _train_config(cfg, method, order, noise, seed, Path(), stats, bs)
+    net = cfg.convnet if method == "convnet2d" else cfg.deepsphere
+    n_train = len(splits.train)
+    bs = _patches_per_batch(net.batch_pixels, splits.sampling.npix, n_train)
+    train_cfg = _train_config(cfg, method, order, noise, seed, Path(), bs)
     # The folder name carries a digest of the run's settings: the same command resumes (or just
     # re-tests) its own checkpoints, and changed data or training settings never pick up a stale model.
     train_cfg["trainer"]["progress_bar"] = None
@@ -329,8 +127,7 @@ def _deepsphere(cfg: ExperimentConfig, method: str, order: int, noise: float, se
     run_dir = out / "runs" / f"{method}_order{order}_noise{noise:g}_seed{seed}_{digest}"
     train_cfg["output_dir"], train_cfg["trainer"]["progress_bar"] = str(run_dir), cfg.progress
     result = fit(train_cfg)
-    test = result.metrics["test"]
-    acc = float(test["test_acc"] if "test_acc" in test else test["acc"])
+    acc = float(result.metrics["test"]["test_acc"])
     params = sum(p.numel() for p in result.module.model.parameters())
     return acc, _history_from_csv(run_dir), params
 
@@ -339,8 +136,8 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
     """Run the experiment; returns ``{"accuracy": {method: {"o<order>": {noise: [acc per seed]}}}, ...}``
     and writes ``results.json``, ``results.md``, ``sample_maps.png``, ``training_curves.png`` and
     ``accuracy.png`` to ``cfg.output_dir``."""
-    from ..train.config import load_config as load_train_config
-    from ..train.datasets import build_splits
+    from ...train.config import load_train_config
+    from ...train.engine import build_data
 
     cfg = cfg if isinstance(cfg, ExperimentConfig) else load_config(cfg)
     out = Path(cfg.output_dir)
@@ -356,7 +153,7 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
         for seed in cfg.seeds:
             for noise in cfg.noise_levels:
                 t0 = time.perf_counter()
-                splits = build_splits(load_train_config(
+                splits = build_data(load_train_config(
                     _train_config(cfg, "deepsphere_fcn", order, noise, seed, out / "runs" / "data")))
                 data_seconds += time.perf_counter() - t0
                 sizes[f"o{order}"] = {"train": len(splits.train), "val": len(splits.val) if splits.val else 0,
@@ -365,10 +162,10 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
                     t0 = time.perf_counter()
                     tag = f"order {order}, seed {seed}, noise {noise:g}: {LABELS[method]}"
                     print(f"[cosmology] {tag} ...", flush=True)
-                    if method.startswith("deepsphere"):
-                        a, hist, n = _deepsphere(cfg, method, order, noise, seed, splits, out)
+                    if method.startswith("svm"):
+                        a, hist, n = _svm(method, cfg, order, splits, seed)
                     else:
-                        a, hist, n = _baseline(method, cfg, order, splits, seed)
+                        a, hist, n = _network(cfg, method, order, noise, seed, splits, out)
                     timings[method] += time.perf_counter() - t0
                     params[method][f"o{order}"] = n
                     acc[method].setdefault(f"o{order}", {}).setdefault(f"{noise:g}", []).append(a)
@@ -450,8 +247,8 @@ def _sample_maps(cfg: ExperimentConfig, plt, path: Path) -> None:
     highest noise level of the run (2, the paper's highest, if the run has only 0)."""
     import healpy as hp
 
-    from ..baselines import nested_to_image
-    from ..data import cosmology
+    from ...data import cosmology
+    from .baselines import nested_to_image
 
     order = cfg.data.orders[0]
     data = cosmology.make_dataset(nside=cfg.data.nside, n_maps_per_class=1, order=order, progress=False,
@@ -485,10 +282,7 @@ def _training_curves(curves: dict, plt, path: Path, order: int) -> None:
     noises = sorted({float(k.split("|")[1]) for k in curves})
     for key, hist in curves.items():
         method, noise = key.split("|")
-        if method.startswith("deepsphere"):
-            loss_t, acc_v = hist.get("train_loss_epoch"), hist.get("val_acc")
-        else:
-            loss_t, acc_v = hist.get("train_loss"), hist.get("val_accuracy")
+        loss_t, acc_v = hist.get("train_loss_epoch"), hist.get("val_acc")
         style = {"color": colors[method], "label": f"{LABELS[method]}, noise {noise}",
                  "alpha": 1.0 - 0.6 * noises.index(float(noise)) / max(1, len(noises) - 1),
                  "ls": "-" if float(noise) == noises[0] else "--"}

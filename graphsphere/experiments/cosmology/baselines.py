@@ -9,10 +9,14 @@ holds all three, for inputs shaped like the experiment's data: float arrays
 ``n * n`` fine pixels of one coarse pixel, consecutive in NESTED order) or a
 full-sky map (``12 * nside**2`` pixels).
 
+The SVMs are scikit-learn estimators (``clone``, pipelines and grid searches
+take them); the ConvNet is a model of the training engine (``model.type:
+ConvNet2D``), trained, checkpointed and evaluated like DeepSphere.
+
 Example
 -------
 >>> import numpy as np
->>> from graphsphere.baselines import nested_to_image, deepsphere_fcn_param_count
+>>> from graphsphere.experiments.cosmology.baselines import nested_to_image, deepsphere_fcn_param_count
 >>> nested_to_image(np.arange(16)).tolist()[0]      # row ix = 0: iy = 0..3
 [0, 2, 8, 10]
 >>> deepsphere_fcn_param_count()
@@ -27,7 +31,11 @@ import math
 import healpy as hp
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
+
+from ...models.base import SphereModel, check_channels, positive
+from ...sampling import HEALPix
 
 __all__ = [
     "nested_image_index",
@@ -39,12 +47,7 @@ __all__ = [
     "SVMBaseline",
     "deepsphere_fcn_param_count",
     "ConvNet2D",
-    "train_convnet",
 ]
-
-_SKLEARN_HINT = ("scikit-learn is needed for the SVM baselines: "
-                 "pip install graphsphere[cosmology]  (or: pip install scikit-learn)")
-
 
 # ---------------------------------------------------------------------------
 # NESTED pixels <-> images
@@ -332,91 +335,88 @@ def histogram_features(X, edges) -> np.ndarray:
     return counts / X.shape[1]
 
 
-class SVMBaseline:
-    """Linear SVM on power-spectrum or histogram features (scikit-learn).
+class SVMBaseline(ClassifierMixin, BaseEstimator):
+    """Linear SVM on power-spectrum or histogram features: a scikit-learn estimator.
 
     Features are standardised (``StandardScaler``) and fed to ``LinearSVC``;
     ``C`` is chosen among ``Cs`` by stratified k-fold cross-validation on the
     training set (grouped by ``groups`` if given, e.g. the map each patch was
     cut from, so that patches of one map do not sit on both sides of a fold).
+    Histogram bins come from the training data (``fit``) only: ``transform``
+    of other data reuses them.
 
     Parameters
     ----------
     features : "psd" or "histogram"
-    bins : number of histogram bins (histogram) or of l bins (psd).
+    bins : number of histogram bins (default 80) or of l bins (psd, default 16).
     order, psd_method, lmin, lmax : passed to :func:`power_spectrum_features`.
     quantiles : training-data quantiles that bound the histogram.
     Cs, cv, seed, max_iter : the cross-validated grid, folds, seed and LinearSVC iterations.
 
-    After ``fit``: ``C_`` (chosen), ``cv_accuracy_`` (its mean CV accuracy),
-    ``edges_`` (histogram), ``pipeline_`` (fitted scaler + SVM).
+    After ``fit``: ``classes_``, ``C_`` (chosen), ``cv_accuracy_`` (its mean CV
+    accuracy), ``edges_`` (histogram), ``pipeline_`` (fitted scaler + SVM).
 
     >>> import numpy as np
+    >>> from sklearn.base import clone
     >>> rng = np.random.default_rng(0)
     >>> X = np.concatenate([rng.normal(size=(40, 256)), rng.exponential(size=(40, 256)) - 1])
     >>> y = np.repeat([0, 1], 40)
-    >>> SVMBaseline("histogram", bins=20, cv=3).fit(X, y).score(X, y) > 0.9
+    >>> svm = SVMBaseline("histogram", bins=20, cv=3)
+    >>> clone(svm).fit(X, y).score(X, y) > 0.9
     True
     """
 
-    def __init__(self, features: str = "histogram", *, bins: int | None = None,
-                 order: int | None = None, psd_method: str = "anafast",
-                 lmin: int | None = None, lmax: int | None = None,
-                 quantiles: tuple[float, float] = (0.001, 0.999),
-                 Cs=(1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0), cv: int = 5, seed: int = 0,
-                 max_iter: int = 20000):
-        if features not in ("psd", "histogram"):
-            raise ValueError(f"features must be 'psd' or 'histogram', got {features!r}")
-        if psd_method not in ("anafast", "fft"):
-            raise ValueError(f"psd_method must be 'anafast' or 'fft', got {psd_method!r}")
-        self.features = features
-        self.bins = (80 if features == "histogram" else 16) if bins is None else int(bins)
-        self.order, self.psd_method, self.lmin, self.lmax = order, psd_method, lmin, lmax
-        self.quantiles = quantiles
-        self.Cs, self.cv, self.seed, self.max_iter = tuple(Cs), int(cv), int(seed), max_iter
+    def __init__(self, features: str = "histogram", *, bins: int | None = None, order: int | None = None,
+                 psd_method: str = "anafast", lmin: int | None = None, lmax: int | None = None,
+                 quantiles: tuple[float, float] = (0.001, 0.999), Cs=(1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0),
+                 cv: int = 5, seed: int = 0, max_iter: int = 20000):
+        # scikit-learn's contract: store the arguments as given, check them in fit.
+        self.features, self.bins, self.order, self.psd_method = features, bins, order, psd_method
+        self.lmin, self.lmax, self.quantiles = lmin, lmax, quantiles
+        self.Cs, self.cv, self.seed, self.max_iter = Cs, cv, seed, max_iter
 
-    def __repr__(self):
-        extra = (f", order={self.order}, psd_method={self.psd_method!r}"
-                 if self.features == "psd" else "")
-        return f"SVMBaseline(features={self.features!r}, bins={self.bins}{extra})"
+    def _n_bins(self) -> int:
+        return (80 if self.features == "histogram" else 16) if self.bins is None else int(self.bins)
+
+    def _check(self) -> None:
+        if self.features not in ("psd", "histogram"):
+            raise ValueError(f"features must be 'psd' or 'histogram', got {self.features!r}")
+        if self.psd_method not in ("anafast", "fft"):
+            raise ValueError(f"psd_method must be 'anafast' or 'fft', got {self.psd_method!r}")
 
     def transform(self, X) -> np.ndarray:
         """The feature matrix of ``X`` (histograms need ``fit`` first, for the edges)."""
+        self._check()
         if self.features == "psd":
-            return power_spectrum_features(X, order=self.order, n_bins=self.bins,
-                                           lmin=self.lmin, lmax=self.lmax,
-                                           method=self.psd_method)
+            return power_spectrum_features(X, order=self.order, n_bins=self._n_bins(), lmin=self.lmin,
+                                           lmax=self.lmax, method=self.psd_method)
         if not hasattr(self, "edges_"):
             raise RuntimeError("call fit() first: histogram bins come from the training data")
         return histogram_features(X, self.edges_)
 
     def fit(self, X, y, groups=None) -> "SVMBaseline":
-        try:
-            from sklearn.model_selection import (GridSearchCV, StratifiedGroupKFold,
-                                                 StratifiedKFold)
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
-            from sklearn.svm import LinearSVC
-        except ImportError as err:
-            raise ImportError(_SKLEARN_HINT) from err
+        from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import LinearSVC
+
+        self._check()
         X = _as_samples(X)
         y = np.asarray(y)
         if y.shape != (len(X),):
             raise ValueError(f"y must be 1D with one label per sample ({len(X)}), got {y.shape}")
-        if len(np.unique(y)) < 2:
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
             raise ValueError("y holds a single class; an SVM needs at least two")
         if self.features == "histogram":
-            self.edges_ = histogram_edges(X, self.bins, self.quantiles)
+            self.edges_ = histogram_edges(X, self._n_bins(), self.quantiles)
         F = self.transform(X)
-        if groups is None:
-            folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.seed)
-        else:
-            folds = StratifiedGroupKFold(self.cv, shuffle=True, random_state=self.seed)
-        pipe = make_pipeline(StandardScaler(),
-                             LinearSVC(dual="auto", max_iter=self.max_iter,
-                                       random_state=self.seed))
-        search = GridSearchCV(pipe, {"linearsvc__C": list(self.Cs)}, cv=folds,
-                              scoring="accuracy")
+        cv = int(self.cv)
+        folds = (StratifiedKFold(cv, shuffle=True, random_state=self.seed) if groups is None
+                 else StratifiedGroupKFold(cv, shuffle=True, random_state=self.seed))
+        pipe = make_pipeline(StandardScaler(), LinearSVC(dual="auto", max_iter=self.max_iter,
+                                                         random_state=self.seed))
+        search = GridSearchCV(pipe, {"linearsvc__C": list(self.Cs)}, cv=folds, scoring="accuracy")
         search.fit(F, y, groups=groups)
         self.pipeline_ = search.best_estimator_
         self.C_ = search.best_params_["linearsvc__C"]
@@ -428,9 +428,10 @@ class SVMBaseline:
             raise RuntimeError("call fit() before predict()")
         return self.pipeline_.predict(self.transform(X))
 
-    def score(self, X, y) -> float:
-        """Accuracy on ``(X, y)``."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+    @property
+    def n_features(self) -> int:
+        """Number of features (after ``fit``), the SVM's weights per class minus its bias."""
+        return int(self.pipeline_[-1].coef_.shape[1])
 
 
 # ---------------------------------------------------------------------------
@@ -459,220 +460,78 @@ def deepsphere_fcn_param_count(channels=(16, 32, 64, 64, 64, 2), K: int = 5,
     return total
 
 
-class ConvNet2D(nn.Module):
-    """A plain 2D ConvNet for patch images: ``len(channels)`` blocks of
-    conv(k x k) - batch norm - ReLU - 2x2 max pool, global average pooling,
-    and a linear head.
+class ConvNet2D(SphereModel):
+    """A plain 2D ConvNet on the image of a HEALPix patch: ``len(channels)``
+    blocks of conv(k x k) - batch norm - ReLU - 2x2 max pool, global average
+    pooling, and a linear head. A model of the training engine
+    (``model.type: ConvNet2D``), so it trains, checkpoints and keeps its best
+    epoch exactly like DeepSphere.
 
-    Each 2x2 pool divides the pixel count by 4, like DeepSphere's P4, so the
-    default five blocks mirror the cosmology FCN (GC16-P4, GC32-P4,
-    3 x GC64-P4). A 3x3 kernel has 9 weights where a K = 5 Chebyshev filter has
-    5, so the three deep blocks have 46 channels, not 64: 56,554 parameters
-    against the FCN's 55,202 (+2.4 %). Convolutions have no bias: the batch
-    norm that follows has one.
+    ``sampling`` is the patch: ``n * n`` consecutive NESTED pixels (one
+    HEALPix pixel at a coarser nside), laid out as an ``n x n`` image by
+    :func:`nested_to_image`. Each 2x2 pool divides the pixel count by 4, like
+    DeepSphere's P4, so five blocks mirror the cosmology FCN (GC16-P4,
+    GC32-P4, 3 x GC64-P4). A 3x3 kernel has 9 weights where a K = 5 Chebyshev
+    filter has 5, so the paper-size deep blocks have 46 channels, not 64:
+    56,554 parameters against the FCN's 55,202 (+2.4 %). Convolutions have no
+    bias: the batch norm that follows has one.
 
-    Inputs are standardised by ``input_mean`` / ``input_std`` buffers (set by
-    :func:`train_convnet` from the training data, saved with the weights).
+    No augmentation: flips and 90-degree rotations of a patch image are not
+    symmetries of the sphere's pixel grid (exact are only the transpose of a
+    whole base face, a mirror through its central meridian, and for the 4
+    equatorial faces the anti-transpose), so they would teach a distorted
+    invariance.
 
-    >>> import torch
-    >>> net = ConvNet2D()
-    >>> net(torch.zeros(3, 64, 64)).shape
+    >>> import torch, numpy as np
+    >>> patch = HEALPix(nside=64, indices=np.arange(64 * 64))     # 1/12 of the sky at nside 64
+    >>> net = ConvNet2D(patch)
+    >>> net(torch.zeros(3, 64 * 64, 1)).shape
     torch.Size([3, 2])
     >>> sum(p.numel() for p in net.parameters())
     56554
     """
 
-    def __init__(self, in_channels: int = 1, channels=(16, 32, 46, 46, 46),
-                 kernel_size: int = 3, n_classes: int = 2):
-        super().__init__()
+    def __init__(self, sampling, in_channels: int = 1, out_features: int = 2, channels=(16, 32, 46, 46, 46),
+                 kernel_size: int = 3):
+        channels = check_channels(channels)
+        in_channels, out_features = positive(in_channels, "in_channels"), positive(out_features, "out_features")
+        kernel_size = positive(kernel_size, "kernel_size")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}")
-        self.in_channels, self.channels = in_channels, tuple(channels)
+        super().__init__(sampling, dict(in_channels=in_channels, out_features=out_features,
+                                        channels=list(channels), kernel_size=kernel_size))
+        self.side = _patch_side(sampling)
+        if self.side < 2 ** len(channels):
+            raise ValueError(f"a {self.side}x{self.side} patch is too small for {len(channels)} 2x2 poolings; "
+                             f"need at least {2 ** len(channels)}x{2 ** len(channels)}: use fewer channels")
+        self.register_buffer("image_index", torch.from_numpy(nested_image_index(self.side).ravel().copy()),
+                             persistent=False)
         blocks, fin = [], in_channels
-        for fout in self.channels:
+        for fout in channels:
             blocks += [nn.Conv2d(fin, fout, kernel_size, padding=kernel_size // 2, bias=False),
                        nn.BatchNorm2d(fout), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             fin = fout
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Linear(fin, n_classes)
-        self.register_buffer("input_mean", torch.zeros(()))
-        self.register_buffer("input_std", torch.ones(()))
-        self.reset_parameters()
-
-    def reset_parameters(self):
+        self.head = nn.Linear(fin, out_features)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                m.reset_parameters()
-        self.head.reset_parameters()
-
-    @property
-    def min_size(self) -> int:
-        return 2 ** len(self.channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [B, n, n] (one channel) or [B, C, n, n] -> logits [B, n_classes]
-        if x.dim() == 3 and self.in_channels == 1:
-            x = x.unsqueeze(1)
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected images [B, {self.in_channels}, n, n]"
-                             f"{' or [B, n, n]' if self.in_channels == 1 else ''}, "
-                             f"got {tuple(x.shape)}; NESTED patches: use nested_to_image first")
-        if min(x.shape[-2:]) < self.min_size:
-            raise ValueError(f"images of {tuple(x.shape[-2:])} are too small for "
-                             f"{len(self.channels)} 2x2 poolings; need at least "
-                             f"{self.min_size}x{self.min_size} or fewer channels/blocks")
-        x = (x - self.input_mean) / self.input_std
-        x = self.features(x)                 # [B, C_last, n / 2^depth, n / 2^depth]
-        return self.head(x.mean(dim=(-2, -1)))
-
-    @torch.no_grad()
-    def predict(self, X, batch_size: int = 256) -> np.ndarray:
-        """Class labels for NESTED patches ``[N, n*n]`` or images ``[N, n, n]``."""
-        self.eval()
-        images = _patch_images(X, "X")
-        device = next(self.parameters()).device
-        out = [self(images[i:i + batch_size].to(device)).argmax(-1).cpu()
-               for i in range(0, len(images), batch_size)]
-        return torch.cat(out).numpy()
-
-    def score(self, X, y) -> float:
-        """Accuracy on ``(X, y)``."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+        """x [batch, n*n pixels (NESTED), channels] -> logits [batch, out_features]."""
+        self.check_input(x)
+        n = self.side
+        img = x[:, self.image_index].reshape(x.shape[0], n, n, x.shape[2]).permute(0, 3, 1, 2)
+        return self.head(self.features(img).mean(dim=(-2, -1)))
 
 
-def _patch_images(X, name: str) -> torch.Tensor:
-    """float32 images [N, n, n] from NESTED patches [N, n*n] or images [N, n, n]."""
-    X = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X,
-                        dtype=torch.float32)
-    if X.dim() == 2:
-        if _image_layout(X.shape[1])[0] != "patch":
-            raise ValueError(f"{name}: the 2D ConvNet takes patches (n*n pixels); "
-                             f"a full-sky map of {X.shape[1]} pixels is 12 base-face images: "
-                             "cut it into patches first")
-        return nested_to_image(X)
-    if X.dim() == 3 and X.shape[1] == X.shape[2]:
-        return X
-    raise ValueError(f"{name} must be NESTED patches [N, n*n] or images [N, n, n], "
-                     f"got shape {tuple(X.shape)}")
-
-
-def _labels(y, n: int, name: str) -> torch.Tensor:
-    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    if y.shape != (n,):
-        raise ValueError(f"{name} must hold one integer label per sample ({n}), "
-                         f"got shape {tuple(y.shape)}")
-    return y
-
-
-def train_convnet(X_train, y_train, X_val=None, y_val=None, *, epochs: int = 20,
-                  batch_size: int = 32, lr: float = 2e-4, lr_decay: float = 0.999,
-                  weight_decay: float = 0.0, seed: int = 0, device="cpu",
-                  model: ConvNet2D | None = None, progress: bool = True):
-    """Train a :class:`ConvNet2D` with Adam and cross-entropy; plain torch loop.
-
-    ``X`` are NESTED patches ``[N, n*n]`` (turned into images by
-    :func:`nested_to_image`) or images ``[N, n, n]``; ``y`` integer labels.
-    The learning rate is multiplied by ``lr_decay`` after every step (the
-    paper's schedule: 2e-4, 0.999). Everything random (initialisation, batch
-    order) comes from ``seed``, without touching the global RNG, so a run is
-    reproducible on a given device. No augmentation: flips and 90-degree
-    rotations of a patch image are not symmetries of the sphere's pixel grid
-    (exact are only the transpose of a whole base face, a mirror through its
-    central meridian, and for the 4 equatorial faces the anti-transpose, the
-    mirror through the equator), so they would teach the net a distorted
-    invariance.
-    Progress bars need ``tqdm`` (skipped if it is missing).
-
-    Returns ``(model, history)``; ``model`` is in eval mode, ``history`` holds
-    per-epoch lists ``train_loss``, ``train_accuracy``, ``val_loss``,
-    ``val_accuracy`` (the last two empty without validation data) and ``lr``.
-
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(16, 32 * 32)); y = np.arange(16) % 2
-    >>> model, hist = train_convnet(X, y, epochs=1, batch_size=8, progress=False)
-    >>> len(hist["train_loss"])
-    1
-    """
-    images = _patch_images(X_train, "X_train")
-    labels = _labels(y_train, len(images), "y_train")
-    if (X_val is None) != (y_val is None):
-        raise ValueError("give both X_val and y_val, or neither")
-    if X_val is not None:
-        val_images = _patch_images(X_val, "X_val")
-        val_labels = _labels(y_val, len(val_images), "y_val")
-        if val_images.shape[1:] != images.shape[1:]:
-            raise ValueError(f"validation images {tuple(val_images.shape[1:])} differ from "
-                             f"training images {tuple(images.shape[1:])}")
-    if len(images) < 2:
-        raise ValueError("need at least 2 training samples (batch norm)")
-    device = torch.device(device)
-    n_classes = int(labels.max()) + 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if model is None:
-            model = ConvNet2D(n_classes=max(n_classes, 2))
-        else:
-            model.reset_parameters()
-    # Scalar standardisation from the training set; stored with the model.
-    model.input_mean.fill_(images.mean().item())
-    model.input_std.fill_(max(images.std().item(), 1e-12))
-    model.to(device)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    history = {k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")}
-
-    bar = range(epochs)
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-            bar = tqdm(bar, desc="train_convnet", unit="epoch")
-        except ImportError:
-            pass
-    for _ in bar:
-        model.train()
-        order = torch.randperm(len(images), generator=generator)
-        total_loss, correct, seen = 0.0, 0, 0
-        for start in range(0, len(images), batch_size):
-            idx = order[start:start + batch_size]
-            if len(idx) < 2:   # batch norm cannot train on a single sample
-                continue
-            xb, yb = images[idx].to(device), labels[idx].to(device)
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(-1) == yb).sum())
-            seen += len(idx)
-        history["train_loss"].append(total_loss / seen)
-        history["train_accuracy"].append(correct / seen)
-        history["lr"].append(scheduler.get_last_lr()[0])
-        if X_val is not None:
-            vloss, vacc = _evaluate(model, val_images, val_labels, loss_fn, batch_size, device)
-            history["val_loss"].append(vloss)
-            history["val_accuracy"].append(vacc)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=history["train_loss"][-1],
-                            val_acc=history["val_accuracy"][-1] if X_val is not None else None)
-    model.eval()
-    return model, history
-
-
-@torch.no_grad()
-def _evaluate(model, images, labels, loss_fn, batch_size, device):
-    model.eval()
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(images), batch_size):
-        xb = images[start:start + batch_size].to(device)
-        yb = labels[start:start + batch_size].to(device)
-        logits = model(xb)
-        total_loss += loss_fn(logits, yb).item() * len(xb)
-        correct += int((logits.argmax(-1) == yb).sum())
-    return total_loss / len(images), correct / len(images)
+def _patch_side(sampling) -> int:
+    """n for a sampling that is n*n consecutive NESTED HEALPix pixels forming one coarse pixel."""
+    n = math.isqrt(sampling.npix)
+    ok = (isinstance(sampling, HEALPix) and sampling.nest and sampling.indices is not None
+          and n * n == sampling.npix and _is_power_of_two(n) and int(sampling.indices[0]) % sampling.npix == 0
+          and np.array_equal(sampling.indices, sampling.indices[0] + np.arange(sampling.npix)))
+    if not ok:
+        raise ValueError(f"ConvNet2D needs a HEALPix patch of n*n consecutive NESTED pixels (one coarse pixel), "
+                         f"got {sampling.describe()}")
+    return n

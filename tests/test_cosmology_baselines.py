@@ -1,4 +1,4 @@
-"""Tests for graphsphere.baselines: images from NESTED pixels (against
+"""Tests for the cosmology baselines: images from NESTED pixels (against
 healpy.pix2xyf), SVM baselines on synthetic maps whose physics is known
 (equal power spectra but different skewness, and the converse), the 2D ConvNet
 and its parameter count against the DeepSphere FCN."""
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from graphsphere.baselines import (ConvNet2D, SVMBaseline, deepsphere_fcn_param_count,
-                                   histogram_edges, histogram_features, image_to_nested,
-                                   nested_image_index, nested_to_image,
-                                   power_spectrum_features, train_convnet)
+from graphsphere.experiments.cosmology.baselines import (ConvNet2D, SVMBaseline, deepsphere_fcn_param_count,
+                                                        histogram_edges, histogram_features, image_to_nested,
+                                                        nested_image_index, nested_to_image, power_spectrum_features)
+from graphsphere.sampling import HEALPix
 
 NSIDE = 32
 LMAX = 3 * NSIDE - 1
@@ -239,7 +239,7 @@ def test_feature_errors():
     with pytest.raises(ValueError, match="no spread"):
         histogram_edges(np.ones((3, 10)))
     with pytest.raises(ValueError, match="features"):
-        SVMBaseline("peaks")
+        SVMBaseline("peaks").fit(np.random.default_rng(0).normal(size=(10, 64)), np.arange(10) % 2)
     with pytest.raises(ValueError, match="one label per sample"):
         SVMBaseline().fit(np.random.default_rng(0).normal(size=(10, 64)), np.zeros(9))
     with pytest.raises(RuntimeError, match="fit"):
@@ -282,6 +282,29 @@ def test_different_spectra_psd_svm_separates_histogram_svm_does_not(different_sp
 # 2D ConvNet
 # ---------------------------------------------------------------------------
 
+def test_svm_is_a_scikit_learn_estimator():
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    svm = SVMBaseline("histogram", bins=10, cv=2, Cs=(1.0,))
+    assert clone(svm).get_params() == svm.get_params()
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(size=(20, 64)), rng.exponential(size=(20, 64)) - 1])
+    y = np.repeat([0, 1], 20)
+    assert cross_val_score(svm, X, y, cv=2).mean() > 0.8          # scikit-learn's own tools take it
+
+
+def test_histogram_bins_come_from_the_training_data_only():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(20, 256))
+    svm = SVMBaseline("histogram", bins=8, cv=2).fit(X, np.arange(20) % 2)
+    # data far above the training range fall in the last training bin: bins fitted on the data being
+    # transformed (test-set leakage) would spread them over all bins instead
+    features = svm.transform(X + 100)
+    np.testing.assert_array_equal(features[:, -1], 1.0)
+    np.testing.assert_array_equal(svm.edges_, histogram_edges(X, 8))
+
+
 def test_param_count_matches_deepsphere_fcn():
     # GC16-P4, GC32-P4, 3 x GC64-P4, GC2, K = 5: Fin*Fout*K weights + Fout biases,
     # batch norm (2 * Fout) after all but the last layer. Counted by hand here.
@@ -289,51 +312,52 @@ def test_param_count_matches_deepsphere_fcn():
     by_hand = sum(fi * fo * 5 + fo for fi, fo in layers) + 2 * (16 + 32 + 3 * 64)
     assert by_hand == 55202
     assert deepsphere_fcn_param_count() == by_hand
-    net = ConvNet2D()
+    net = ConvNet2D(HEALPix(256, indices=np.arange(64 * 64)))           # nside 256 / order 4 patches
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     print(f"DeepSphere FCN {by_hand}, ConvNet2D {n_params}")
     assert abs(n_params / by_hand - 1) < 0.10
-    assert net(torch.zeros(2, 64, 64)).shape == (2, 2)     # nside 256 / order 4 patches
+    assert net(torch.zeros(2, 64 * 64, 1)).shape == (2, 2)
 
 
-def test_convnet_learns_smooth_vs_rough(different_spectra):
+def test_convnet_sees_the_patch_as_its_image():
+    patch = HEALPix(32, indices=4 * 256 + np.arange(256))                  # patch 4 at order 2: 16 x 16
+    torch.manual_seed(0)
+    net = ConvNet2D(patch, channels=(4, 8)).eval()
+    x = torch.randn(3, 256, 1)
+    img = torch.as_tensor(nested_to_image(x[..., 0].numpy())).unsqueeze(1)   # independent layout
+    ref = net.head(net.features(img).mean(dim=(-2, -1)))
+    torch.testing.assert_close(net(x), ref)
+
+
+def test_convnet_learns_through_the_training_engine(different_spectra, tmp_path):
+    from graphsphere.train import fit
+
     smooth, rough = different_spectra
     X_train, y_train, X_val, y_val = split(smooth, rough, n_train=8)
-    model, hist = train_convnet(X_train, y_train, X_val, y_val, epochs=3, batch_size=16,
-                                lr=3e-3, seed=0, progress=False)
-    print("ConvNet val accuracy per epoch:", hist["val_accuracy"])
-    assert len(hist["train_loss"]) == 3 and len(hist["val_accuracy"]) == 3
-    assert hist["val_accuracy"][-1] > 0.85
-    assert model.score(X_val, y_val) == pytest.approx(hist["val_accuracy"][-1])
-    assert hist["lr"][-1] == pytest.approx(3e-3 * 0.999 ** (3 * 12))   # 192 / 16 steps/epoch
-
-
-def test_convnet_training_is_deterministic_by_seed():
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(24, 32 * 32)).astype(np.float32), np.arange(24) % 2
-    state = torch.get_rng_state()
-    m1, h1 = train_convnet(X, y, epochs=1, batch_size=8, seed=5, progress=False)
-    m2, h2 = train_convnet(X, y, epochs=1, batch_size=8, seed=5, progress=False)
-    m3, h3 = train_convnet(X, y, epochs=1, batch_size=8, seed=6, progress=False)
-    assert torch.equal(torch.get_rng_state(), state)      # global RNG untouched
-    assert h1 == h2
-    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
-        assert torch.equal(a, b)
-    assert not torch.equal(m1.head.weight, m3.head.weight)
+    np.save(tmp_path / "x.npy", X_train.astype(np.float32))
+    np.save(tmp_path / "y.npy", y_train)
+    np.save(tmp_path / "vx.npy", X_val.astype(np.float32))
+    np.save(tmp_path / "vy.npy", y_val)
+    npix = X_train.shape[1]
+    cfg = {"task": "classification", "output_dir": str(tmp_path / "run"),
+           "sampling": {"type": "HEALPix", "nside": NSIDE, "indices": list(range(npix))},
+           "data": {"name": "npy", "x": str(tmp_path / "x.npy"), "y": str(tmp_path / "y.npy"),
+                    "val_x": str(tmp_path / "vx.npy"), "val_y": str(tmp_path / "vy.npy"),
+                    "test_x": str(tmp_path / "vx.npy"), "test_y": str(tmp_path / "vy.npy")},
+           "model": {"type": "ConvNet2D", "channels": [8, 16]}, "optim": {"lr": 3e-3},
+           "trainer": {"max_epochs": 3, "batch_size": 16, "progress_bar": False, "loggers": ["csv"]}}
+    result = fit(cfg)
+    assert result.metrics["test"]["test_acc"] > 0.85
+    assert type(result.module.model).__name__ == "ConvNet2D"
 
 
 def test_convnet_errors():
-    net = ConvNet2D()
     with pytest.raises(ValueError, match="too small"):
-        net(torch.zeros(2, 16, 16))
-    with pytest.raises(ValueError, match="nested_to_image"):
-        net(torch.zeros(2, 4096))
-    X = np.zeros((4, 32 * 32))
-    with pytest.raises(ValueError, match="one integer label per sample"):
-        train_convnet(X, [0, 1, 0], epochs=1, progress=False)
-    with pytest.raises(ValueError, match="full-sky"):
-        train_convnet(np.zeros((4, 12 * 16 * 16)), [0, 1, 0, 1], epochs=1, progress=False)
-    with pytest.raises(ValueError, match="NESTED patches"):
-        train_convnet(np.zeros((4, 32, 16)), [0, 1, 0, 1], epochs=1, progress=False)
-    with pytest.raises(ValueError, match="both X_val and y_val"):
-        train_convnet(X, [0, 1, 0, 1], X_val=X, epochs=1, progress=False)
+        ConvNet2D(HEALPix(16, indices=np.arange(16 * 16)), channels=(4, 4, 4, 4, 4))
+    with pytest.raises(ValueError, match="n\\*n consecutive NESTED pixels"):
+        ConvNet2D(HEALPix(16))
+    with pytest.raises(ValueError, match="n\\*n consecutive NESTED pixels"):
+        ConvNet2D(HEALPix(16, indices=np.arange(1, 257)))                 # not a whole coarse pixel
+    net = ConvNet2D(HEALPix(16, indices=np.arange(256)), channels=(4,))
+    with pytest.raises(ValueError, match="expects 256 vertices"):
+        net(torch.zeros(2, 4096, 1))

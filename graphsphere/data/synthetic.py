@@ -18,7 +18,7 @@ random centres (θ the angle to the centre), plus white noise.
 
 Write a stand-in for users' own ``.npy`` data (``x.npy``, ``y.npy``)::
 
-    python -m graphsphere.train.synthetic data/toy --nside 8 --task classification
+    python -m graphsphere.data.synthetic data/toy --nside 8 --task classification
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def save_example(folder, nside: int = 8, task: str = "classification", n: int = 
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m graphsphere.train.synthetic",
+    p = argparse.ArgumentParser(prog="python -m graphsphere.data.synthetic",
                                 description="write synthetic HEALPix maps (x.npy, y.npy) to a folder")
     p.add_argument("folder")
     p.add_argument("--nside", type=int, default=8)

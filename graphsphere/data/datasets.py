@@ -1,115 +1,23 @@
-"""Datasets for training, by name: a registry of builders.
+"""The built-in datasets: ``synthetic`` (toy tasks on any sampling), ``npy``
+(your own arrays), ``patches`` (partial-sky patches streamed from full-sky
+maps on disk) and ``cosmology`` (:func:`graphsphere.data.cosmology.make_dataset`).
 
-A builder turns the ``data`` section of a config into :class:`Splits`
-(train/val/test datasets of ``(x [npix, C], y)`` and the sampling they live
-on). Built in: ``synthetic`` (fast toy tasks on any sampling), ``npy`` (your
-own arrays) and ``cosmology`` (``graphsphere.data.cosmology.make_dataset``).
-Add your own with :func:`register_dataset`; its parameters come from a
-pydantic model or, by default, from the builder's keyword arguments::
-
-    @register_dataset("mine", hint="make it with: python make_mine.py")
-    def build_mine(sampling, task, seed, *, path: str, scale: float = 1.0) -> Splits:
-        ...
-
-    # config:  data: {name: mine, path: x.npy, scale: 2}
+Importing this module registers them (:mod:`graphsphere.data.registry` does
+it on first use of their names).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, create_model
 
-from .config import ConfigError
+from ..config import ConfigError
+from .registry import Params as _Params
+from .registry import Splits, _params_from_signature, register_dataset
 
-__all__ = ["Splits", "register_dataset", "dataset_entry", "build_splits", "DATASETS"]
-
-
-@dataclass
-class Splits:
-    """What a dataset builder returns.
-
-    ``n_out``: classes (classification, segmentation) or regression outputs.
-    """
-
-    train: Any
-    val: Any
-    test: Any
-    sampling: Any
-    in_channels: int
-    n_out: int
-    class_names: list[str] | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class DatasetEntry:
-    name: str
-    builder: Callable[..., Splits]
-    params: type[BaseModel]
-    hint: str | None = None
-
-
-DATASETS: dict[str, DatasetEntry] = {}
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _params_from_signature(name: str, fn: Callable, skip=("sampling", "task", "seed")) -> type[BaseModel]:
-    fields = {}
-    for p in inspect.signature(fn).parameters.values():
-        if p.name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        ann = p.annotation if p.annotation is not inspect.Parameter.empty else Any
-        if isinstance(ann, str):  # postponed annotations: validate loosely
-            ann = Any
-        fields[p.name] = (ann, ... if p.default is inspect.Parameter.empty else p.default)
-    return create_model(f"{name}_params", __base__=_Params, **fields)
-
-
-def register_dataset(name: str, params: type[BaseModel] | None = None, hint: str | None = None):
-    """Decorator: register ``builder(sampling, task, seed, **params) -> Splits``
-    under ``name``. ``hint`` says how to make or fetch the data (shown when a
-    file is missing)."""
-
-    def deco(builder):
-        schema = params or _params_from_signature(name, builder)
-        DATASETS[name] = DatasetEntry(name, builder, schema, hint)
-        return builder
-
-    return deco
-
-
-def dataset_entry(name: str) -> DatasetEntry:
-    if name not in DATASETS:
-        raise ConfigError([("data.name", f" = {name!r}: unknown dataset; allowed: {sorted(DATASETS)} "
-                            "(or register one with graphsphere.train.datasets.register_dataset)")])
-    return DATASETS[name]
-
-
-def build_splits(cfg) -> Splits:
-    """Build the datasets of a validated :class:`~graphsphere.train.config.Config`."""
-    entry = dataset_entry(cfg.data.name)
-    sampling = cfg.sampling.build() if cfg.sampling is not None else None
-    seed = cfg.data.seed if cfg.data.seed is not None else cfg.trainer.seed
-    try:
-        splits = entry.builder(sampling, cfg.task, seed, **dict(cfg.data.params))
-    except FileNotFoundError as e:
-        if entry.hint and entry.hint not in str(e):  # say how to make or fetch the data
-            raise FileNotFoundError(f"{e}\n  {entry.hint}") from None
-        raise
-    if sampling is not None and splits.sampling is not sampling and splits.sampling != sampling:
-        raise ConfigError([("sampling", f": the config says {sampling!r} but dataset {entry.name!r} is on "
-                            f"{splits.sampling!r}; fix the sampling section or remove it")])
-    if splits.train is None or len(splits.train) == 0:
-        raise ValueError(f"dataset {entry.name!r} has no training samples")
-    return splits
+__all__ = ["build_synthetic", "build_npy", "build_patches", "build_cosmology"]
 
 
 def _need_sampling(sampling, name):
@@ -145,8 +53,8 @@ class SyntheticParams(_Params):
 
 @register_dataset("synthetic", params=SyntheticParams)
 def build_synthetic(sampling, task, seed, *, n_train, n_val, n_test, num_classes, n_targets, noise) -> Splits:
-    """Toy tasks of ``graphsphere.train.synthetic`` on the configured sampling."""
-    from ..data.maps import MapDataset
+    """Toy tasks of ``graphsphere.data.synthetic`` on the configured sampling."""
+    from .maps import MapDataset
     from .synthetic import make_synthetic
 
     _need_sampling(sampling, "synthetic")
@@ -165,7 +73,7 @@ def build_synthetic(sampling, task, seed, *, n_train, n_val, n_test, num_classes
 _NPY_HINT = ("save your maps with numpy.save(path, x) as [n_maps, npix] or [n_maps, npix, channels] (pixels in "
              "the sampling's order, HEALPix NESTED) and targets as [n_maps] (class), [n_maps, k] (regression) or "
              "[n_maps, npix] (a class per pixel); or write a synthetic stand-in with: "
-             "python -m graphsphere.train.synthetic DIR --nside 8")
+             "python -m graphsphere.data.synthetic DIR --nside 8")
 
 
 class NpyParams(_Params):
@@ -203,7 +111,7 @@ def _check_targets(y, x, task: str, what: str) -> None:
 def build_npy(sampling, task, seed, *, x, y, val_x, val_y, test_x, test_y, val_fraction, test_fraction, mmap,
               check_order, num_classes) -> Splits:
     """Arrays from ``.npy`` files (memory-mapped by default)."""
-    from ..data.maps import MapDataset, check_maps, load_array
+    from .maps import MapDataset, check_maps, load_array
 
     _need_sampling(sampling, "npy")
 
@@ -263,7 +171,7 @@ def build_patches(sampling, task, seed, *, maps, targets, patch_nside, val_fract
 
     Every patch goes through the graph of the first patch (see PatchDataset).
     """
-    from ..data.maps import PatchDataset, load_array
+    from .maps import PatchDataset, load_array
 
     if task == "segmentation":
         raise ConfigError([("task", " = 'segmentation': the patches dataset has one target per map; "
@@ -291,7 +199,7 @@ def build_patches(sampling, task, seed, *, maps, targets, patch_nside, val_fract
 def _cosmology_params() -> type[BaseModel]:
     """The parameters of ``make_dataset`` plus how to split and how much noise."""
     try:
-        from ..data import cosmology
+        from . import cosmology
     except ImportError:  # optional module: accept anything, let the builder complain
         return create_model("cosmology_params", __config__=ConfigDict(extra="allow"))
     base = _params_from_signature("cosmology_make", cosmology.make_dataset, skip=("seed", "progress"))
@@ -306,7 +214,7 @@ def build_cosmology(sampling, task, seed, *, noise=0.0, test_fraction=0.2, val_f
     clean maps' pixel standard deviation (the paper used 0 to 2).
     """
     from ..data import cosmology
-    from ..data.maps import MapDataset
+    from .maps import MapDataset
 
     if task != "classification":
         raise ConfigError([("task", f" = {task!r}: the cosmology dataset is a classification task")])

@@ -1,0 +1,133 @@
+"""Maps in and out of files: NumPy ``.npy``, HEALPix FITS, NetCDF.
+
+One reader (:func:`read_maps`) for training, evaluation and prediction, and
+one writer (:func:`write_predictions`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..sampling import HEALPix
+
+__all__ = ["read_maps", "as_batch", "write_predictions"]
+
+
+def as_batch(x: np.ndarray, npix: int, channels: int, what: str) -> np.ndarray:
+    """[npix] / [n, npix] / [npix, C] / [C, npix] / [n, npix, C] -> [n, npix, C]."""
+    if x.ndim == 1 and channels == 1:
+        return x[None, :, None]
+    if x.ndim == 2:
+        if x.shape[1] == npix and channels == 1:
+            return x[:, :, None]
+        if x.shape == (npix, channels):
+            return x[None]
+        if x.shape == (channels, npix):  # channels first, as in multi-field FITS files
+            return x.T[None]
+    if x.ndim == 3 and x.shape[1:] == (npix, channels):
+        return x
+    raise ValueError(f"{what}: shape {tuple(x.shape)} does not fit a model on {npix} pixels with {channels} input "
+                     f"channel(s); expected [n, {npix}, {channels}]" + (f", [n, {npix}] or [{npix}]"
+                                                                          if channels == 1 else ""))
+
+
+def read_maps(path, sampling, channels: int, var: str | None = None) -> np.ndarray:
+    """Maps from ``.npy``, HEALPix ``.fits`` or NetCDF ``.nc``, as ``[n, npix, C]``.
+
+    FITS is read with ``healpy.read_map`` in the sampling's ordering (healpy
+    converts from the file's ORDERING header); its fields are channels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input file not found: {path.resolve()}")
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        x = np.load(path, mmap_mode="r")
+    elif name.endswith((".fits", ".fit", ".fits.gz")):
+        import healpy as hp
+
+        if not isinstance(sampling, HEALPix):
+            raise ValueError(f"{path}: FITS maps are HEALPix maps, but the model is on {sampling!r}")
+        x = np.atleast_2d(hp.read_map(path, field=None, nest=sampling.nest, dtype=np.float64))
+        if x.shape[-1] != 12 * sampling.nside**2:
+            raise ValueError(f"{path}: maps of {x.shape[-1]} pixels, but the model is on {sampling!r}")
+        x = x[:, sampling.pixels]  # partial sky: the model's pixels
+        if np.any(x == hp.UNSEEN):
+            raise ValueError(f"{path}: the map is unobserved (UNSEEN) on pixels the model needs")
+        x = x.T[None] if x.shape[0] == channels else x[:, :, None]
+    elif name.endswith(".nc"):
+        from scipy.io import netcdf_file
+
+        with netcdf_file(path, "r", mmap=False) as f:
+            names = [v for v in f.variables if v not in f.dimensions]
+            if var is None:
+                cands = [v for v in names if sampling.npix in f.variables[v].shape]
+                if len(cands) != 1:
+                    raise ValueError(f"{path}: pick the variable with var= among {names} (variables with "
+                                     f"{sampling.npix} pixels: {cands})")
+                var = cands[0]
+            if var not in f.variables:
+                raise ValueError(f"{path}: no variable {var!r}; it has {names}")
+            x = np.array(f.variables[var][:])
+    else:
+        raise ValueError(f"{path}: unknown input format; use .npy, .fits or .nc")
+    return as_batch(np.asarray(x), sampling.npix, channels, str(path))
+
+
+def write_predictions(pred: np.ndarray, path, sampling, task: str) -> Path:
+    """Write predictions to ``.npy``, NetCDF ``.nc`` or HEALPix ``.fits``.
+
+    FITS holds maps: one column per input map, the predicted class
+    (segmentation) or value (dense regression with one output) per pixel;
+    partial skies are written as partial maps.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name.lower()
+    s = sampling
+    dense = pred.ndim == 3
+    if name.endswith(".npy"):
+        np.save(path, pred)
+    elif name.endswith(".nc"):
+        from scipy.io import netcdf_file
+
+        with netcdf_file(path, "w", version=2) as f:
+            f.createDimension("sample", pred.shape[0])
+            dims = ["sample"]
+            if dense:
+                f.createDimension("pixel", pred.shape[1])
+                dims.append("pixel")
+                pix = f.createVariable("pixel", "i", ("pixel",))
+                pix[:] = np.asarray(getattr(s, "pixels", np.arange(s.npix)), dtype=np.int32)
+            last = "output" if task == "regression" else "class"
+            f.createDimension(last, pred.shape[-1])
+            v = f.createVariable("prediction", "f", tuple(dims + [last]))
+            v[:] = pred.astype(np.float32)
+            v.description = ("probability per class" if task != "regression" else "predicted value")
+            f.task = task
+            f.sampling = repr(s)
+            if isinstance(s, HEALPix):
+                f.nside, f.ordering = s.nside, s.order
+    elif name.endswith((".fits", ".fit")):
+        import healpy as hp
+
+        if not dense or not isinstance(s, HEALPix):
+            raise ValueError(f"{path}: FITS holds HEALPix maps, but this model predicts "
+                             f"{'non-HEALPix maps' if dense else 'one vector per map'} (shape {pred.shape}); "
+                             "write .npy or .nc instead")
+        if task == "segmentation":
+            maps = pred.argmax(-1).astype(np.float32)
+        elif pred.shape[-1] == 1:
+            maps = pred[..., 0].astype(np.float32)
+        else:
+            raise ValueError(f"{path}: {pred.shape[-1]} outputs per pixel; FITS takes one map per input here, "
+                             "write .npy or .nc instead")
+        full = np.full((maps.shape[0], 12 * s.nside**2), hp.UNSEEN, dtype=np.float32)
+        full[:, s.pixels] = maps
+        hp.write_map(str(path), list(full), nest=s.nest, partial=not s.full_sphere, overwrite=True,
+                     column_names=[f"MAP{i}" for i in range(len(full))], dtype=np.float32)
+    else:
+        raise ValueError(f"{path}: unknown output format; use .npy, .nc or .fits")
+    return path

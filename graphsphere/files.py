@@ -1,0 +1,64 @@
+"""Files that survive a crash: atomic writes and checksums (used by every layer).
+
+:func:`atomic_write` writes to a temporary file in the target's folder,
+flushes it to disk and renames it over the target (``os.replace``, atomic on
+POSIX): a kill at any moment leaves the old file or the new one, never half a
+file. A symbolic link at the target is replaced, not followed, so a write
+never lands outside the folder it names.
+
+>>> import os, tempfile
+>>> p = os.path.join(tempfile.mkdtemp(), "a.txt")
+>>> with atomic_write(p, "w") as f:
+...     _ = f.write("hello")
+>>> open(p).read(), sha256_file(p)[:12]
+('hello', '2cf24dba5fb0')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write", "sha256_file", "fsync_dir"]
+
+
+def fsync_dir(folder) -> None:
+    """Persist a rename (the directory entry) where the file system allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "wb"):
+    """Open a temporary file for writing; on success it replaces ``path``
+    (fsynced), on an exception it is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
