@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "graphsphere.commands.equivariance",
     "graphsphere.commands.spectral",
     "graphsphere.commands.train",
+    "graphsphere.commands.data",
     "graphsphere.commands.experiment",
 ]
 

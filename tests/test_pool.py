@@ -175,7 +175,26 @@ def test_layout_detection():
     ico = Pool(_sampling("icosahedral"))
     assert ico.layout == "gather" and ico.fan_in == 7  # 6 at the 12 corners, padded
     assert Unpool(_sampling("icosahedral")).parent.shape[1] == 2  # a midpoint has two coarse cells
-    assert Pool(_sampling("points")).layout == "sparse"  # k-means clusters of very different sizes
+    points = Pool(_sampling("points"))
+    assert points.layout == "gather" and points.fan_in == 4    # balanced clusters: 4 points each
+    assert Pool(assign=_uneven_assignment()).layout == "sparse"  # fan-ins 25 and 5: padding would cost 4x
+
+
+def _uneven_assignment():
+    """40 fine vertices in 4 clusters of 25, 5, 5 and 5 (the sparse layout's case)."""
+    rows = np.concatenate([np.zeros(25), np.repeat([1, 2, 3], 5)]).astype(int)
+    return sp.csr_matrix((np.ones(40), (rows, np.arange(40))), shape=(4, 40))
+
+
+def test_sparse_layout_gradients_and_values():
+    A = _uneven_assignment()
+    x = torch.randn(2, 40, 3, dtype=torch.float64, requires_grad=True)
+    for mode in ["avg", "max"]:
+        pool = Pool(mode=mode, assign=A)
+        assert pool.layout == "sparse"
+        assert torch.autograd.gradcheck(pool, (x,), eps=1e-6, atol=1e-7)
+    ref = torch.stack([x[:, :25].mean(1), x[:, 25:30].mean(1), x[:, 30:35].mean(1), x[:, 35:].mean(1)], dim=1)
+    torch.testing.assert_close(Pool(mode="avg", assign=A)(x), ref)
 
 
 # -- unpooling ---------------------------------------------------------------------------------------
@@ -235,7 +254,7 @@ def test_gradcheck(name):
     x = torch.randn(2, s.npix, 2, dtype=torch.float64, requires_grad=True)
     for mode in ["avg", "max"]:
         pool = Pool(s, mode)
-        assert pool.layout == ("sparse" if name == "points" else "gather")
+        assert pool.layout == "gather"
         assert torch.autograd.gradcheck(pool, (x,), eps=1e-6, atol=1e-7)
     up = Unpool(s)
     c = torch.randn(2, up.n_coarse, 2, dtype=torch.float64, requires_grad=True)

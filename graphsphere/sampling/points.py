@@ -15,22 +15,21 @@ Example
 >>> s = gs.sampling.Points(lon=lon, lat=lat)
 >>> s.npix, bool(np.isclose(s.area.sum(), 4 * np.pi))
 (500, True)
->>> coarse, assign = s.coarsen(factor=4, seed=0)       # k-means clusters
+>>> coarse, assign = s.coarsen(factor=4, seed=0)       # 125 clusters of 4 points
 >>> assign.shape[1], bool(np.all(assign.sum(axis=0) == 1))
 (500, True)
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.cluster.vq import kmeans2
 from scipy.spatial import SphericalVoronoi, cKDTree
 
 from .base import Sampling, check_lonlat, lonlat_to_xyz, xyz_to_lonlat
+from .clustering import balanced_coarsening
 
 __all__ = ["Points"]
 
@@ -95,19 +94,22 @@ class Points(Sampling):
         return f"Points(n={self.npix})"
 
     def coarsen(self, factor: float = 4, seed: int = 0) -> tuple["Points", sp.csr_matrix]:
-        """Cluster the points into about ``npix / factor`` groups (k-means on
-        the unit vectors, started from random points drawn with ``seed``;
-        deterministic).
+        """Group the points into ``round(npix / factor)`` clusters of equal size
+        (sizes differ by at most one point), spatially compact:
+        :func:`graphsphere.sampling.clustering.balanced_clusters` (recursive
+        bisection along principal axes, then size-preserving swaps;
+        deterministic; ``seed`` breaks ties, as on regular grids).
 
-        The coarse points are the cluster centroids projected back onto the
-        sphere, in the order of the cluster labels; clusters that k-means
-        leaves empty are dropped. ``assign[j, i] = 1`` when point ``i`` is in
-        cluster ``j``. Clusters are only roughly balanced (k-means follows
-        the density of the points).
+        The coarse points are the cluster centres (normalised means), in the
+        order of the cluster labels; ``assign[j, i] = 1`` when point ``i`` is in
+        cluster ``j``. Equal sizes make every coarse vertex stand for the same
+        number of stations, whatever the density of the network.
 
         >>> rng = np.random.default_rng(1)
         >>> s = Points(rng.uniform(0, 360, 200), rng.uniform(-60, 60, 200))
         >>> c, a = s.coarsen(factor=4, seed=0)
+        >>> c.npix, sorted(set(np.asarray(a.sum(axis=1)).ravel().tolist()))
+        (50, [4.0])
         >>> c2, a2 = s.coarsen(factor=4, seed=0)
         >>> c == c2, (a != a2).nnz
         (True, 0)
@@ -119,22 +121,6 @@ class Points(Sampling):
         if k < 4:
             raise ValueError(f"coarsening {self.npix} points by factor {factor:g} leaves {k} clusters; "
                              "at least 4 are needed: use a smaller factor")
-        with warnings.catch_warnings():
-            # Empty clusters are expected now and then; they are dropped below.
-            warnings.filterwarnings("ignore", message="One of the clusters is empty")
-            # Seeding with random points (not k-means++): 40x faster here, and the
-            # clusters come out as balanced, or more, on clumpy networks.
-            _, labels = kmeans2(self._xyz, k, iter=20, minit="points", seed=seed)
-        used, rows = np.unique(labels, return_inverse=True)
-        counts = np.bincount(rows, minlength=used.size)
-        centroid = np.zeros((used.size, 3))
-        np.add.at(centroid, rows, self._xyz)
-        norm = np.linalg.norm(centroid, axis=1)
-        if np.any(norm < 1e-9 * counts):
-            raise ValueError("a cluster's points cancel out (they surround the centre of the sphere); "
-                             "use a larger number of clusters (smaller factor)")
-        lonlat = xyz_to_lonlat(centroid / norm[:, None])
-        coarse = Points(lonlat[:, 0], lonlat[:, 1])
-        assign = sp.csr_matrix((np.ones(self.npix), (rows, np.arange(self.npix))),
-                               shape=(used.size, self.npix))
-        return coarse, assign
+        centres, assign = balanced_coarsening(self._xyz, k, seed=seed)
+        lonlat = xyz_to_lonlat(centres)
+        return Points(lonlat[:, 0], lonlat[:, 1]), assign

@@ -1,0 +1,650 @@
+"""Real 3D meshes to spherical maps, as in DeepSphere's SHREC'17 experiment (Defferrard et al. 2020).
+
+A mesh is centred and scaled into the unit ball (:func:`normalize`), optionally rotated, translated and
+scaled (:func:`random_perturbation`), and a ray is cast from the centre of the sphere along the
+direction of every pixel of a sampling (:func:`project`; HEALPix nside 32 in the paper). Each pixel
+gets 6 channels (:data:`CHANNELS`): the distance from the centre to the surface, the cosine and the
+sine of the angle between the ray and the surface normal, then the same three for the convex hull.
+
+Choices, and why:
+
+* **Which hit.** A ray from the centre may cross the surface several times; the pixel takes the
+  *farthest* hit, the point an observer outside the shape sees when looking back at the centre along
+  the ray. It is what the SHREC'17 spherical CNNs used (rays cast inwards from the enclosing sphere,
+  first hit kept), and it stays defined when the centre is outside a non-convex shape (a torus, a
+  mug, a shifted shape): the farthest crossing on the ray's half-line is still the visible one.
+  It is computed as the *first* hit of a ray shot back towards the centre from outside the shape.
+* **Missed rays.** A ray that meets nothing on its half-line (the centre outside a non-convex
+  shape, a hole in a non-watertight mesh, an open surface patch) gives 0 in all three channels of
+  its group. A hit always has cos^2 + sin^2 = 1, so a miss stays distinguishable from a hit at the
+  centre.
+* **Normal orientation.** cos = |ray . face normal|, the angle folded into [0, 90 deg]. Many real
+  meshes are not watertight or not consistently wound, so the sign of a face normal is arbitrary
+  there; for a closed, consistently oriented mesh the farthest hit always faces outwards, so the
+  sign would carry no information anyway. Face (flat) normals are used, as the cube test needs.
+* **Centre and scale.** The centre is the area-weighted centroid of the surface (trimesh's
+  ``centroid``; robust to uneven vertex density, always inside the convex hull); the scale puts the
+  farthest vertex at distance 1. Perturbations act after that: ``x -> scale * R x + translation``.
+* **Convex hull.** From qhull through trimesh; a flat mesh (all vertices in one plane) gets the flat
+  convex polygon, two-sided, as its hull.
+* **Reading files.** trimesh reads .off/.ply/.stl/.obj; degenerate (zero-area) faces are removed;
+  files whose OFF polygons trimesh cannot triangulate (mixed polygon sizes) are read by a small
+  OFF reader here that fan-triangulates each polygon (exact for convex polygons; a concave one is
+  approximated). A file without faces (a point set) is refused.
+
+Ray engine: Intel Embree through the ``embreex`` package when it is installed (trimesh picks it up
+as ``trimesh.ray.ray_pyembree``), else trimesh's pure-Python intersector, which gives the same maps
+but is about a thousand times slower (tens of seconds per nside-32 sample): ``pip install embreex``.
+
+This module is long because the path from a mesh file to cached training samples (read, project,
+perturb, collect and cache) shares the choices above and is documented in one place; each part is
+short.
+
+Example
+-------
+>>> import numpy as np, trimesh, graphsphere as gs
+>>> from graphsphere.data.meshes import project
+>>> sphere = trimesh.creation.icosphere(subdivisions=3, radius=2.0)
+>>> maps = project(sphere, gs.sampling.HEALPix(nside=4))
+>>> maps.shape, maps.dtype
+((192, 6), dtype('float32'))
+>>> bool(np.all(np.abs(maps[:, 0] - 1) < 0.01)), bool(np.all(maps[:, 1] > 0.99))   # unit ball, cos ~ 1
+(True, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+__all__ = [
+    "CHANNELS", "PROJECTION_VERSION", "MeshReadError", "load_mesh", "normalize", "convex_hull",
+    "available_engines", "MeshProjector", "project", "Perturbation", "random_perturbation",
+    "load_categories", "MeshEntry", "ShapeCollection", "default_cache_dir",
+]
+
+#: The 6 channels of a projected map, in order.
+CHANNELS = ("distance", "cos", "sin", "hull_distance", "hull_cos", "hull_sin")
+
+#: Bumped whenever a change here changes the maps, so that cached maps of older code are not reused.
+PROJECTION_VERSION = 1
+
+#: Rays per call of trimesh's own intersector: its candidate lists grow with rays x faces, and a whole
+#: nside-32 sphere in one call was seen to need tens of GB on a 90k-face mesh.
+_TRIANGLE_CHUNK = 256
+
+CATEGORIES_CSV = Path(__file__).with_name("shape_categories.csv")
+
+
+class MeshReadError(ValueError):
+    """A mesh file that cannot be read, or that holds no surface to project."""
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+def _read_off(path: Path):
+    """A plain-text OFF file (also COFF, NOFF, ...), polygons fan-triangulated."""
+    import trimesh
+
+    lines = []
+    with open(path, "r", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                lines.append(line.split())
+    if not lines or not lines[0][0].endswith("OFF"):
+        raise MeshReadError(f"{path}: not an OFF file (no OFF header)")
+    header = lines[0][1:] or lines[1]
+    start = 1 if lines[0][1:] else 2
+    n_vertices, n_faces = int(header[0]), int(header[1])
+    vertices = np.array([[float(v) for v in row[:3]] for row in lines[start:start + n_vertices]])
+    triangles = []
+    for row in lines[start + n_vertices:start + n_vertices + n_faces]:
+        k = int(row[0])
+        polygon = [int(i) for i in row[1:1 + k]]
+        triangles += [(polygon[0], polygon[j], polygon[j + 1]) for j in range(1, k - 1)]
+    if len(vertices) != n_vertices:
+        raise MeshReadError(f"{path}: the header announces {n_vertices} vertices, the file holds {len(vertices)}")
+    faces = np.array(triangles, dtype=np.int64).reshape(-1, 3)
+    if faces.size and (faces.min() < 0 or faces.max() >= n_vertices):
+        raise MeshReadError(f"{path}: a face refers to a vertex outside 0..{n_vertices - 1}")
+    return trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
+
+
+def load_mesh(path: str | os.PathLike):
+    """Read a mesh file into a ``trimesh.Trimesh`` with its degenerate faces removed.
+
+    Raises :class:`MeshReadError` naming the file when it cannot be read, has no faces (a point
+    set) or non-finite coordinates; ``FileNotFoundError`` when it does not exist.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "tetra.off"
+    >>> _ = path.write_text("OFF\\n4 4 0\\n0 0 0\\n1 0 0\\n0 1 0\\n0 0 1\\n3 0 2 1\\n3 0 1 3\\n3 0 3 2\\n3 1 2 3\\n")
+    >>> mesh = load_mesh(path)
+    >>> len(mesh.vertices), len(mesh.faces), mesh.is_watertight
+    (4, 4, True)
+    """
+    import trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mesh file {path} does not exist")
+    try:
+        mesh = trimesh.load(path, force="mesh")
+    except Exception as error:  # trimesh raises many kinds; all mean "cannot read"
+        if path.suffix.lower() != ".off":
+            raise MeshReadError(f"cannot read mesh file {path}: {type(error).__name__}: {error}") from error
+        try:
+            mesh = _read_off(path)
+        except MeshReadError:
+            raise
+        except Exception as fallback_error:
+            raise MeshReadError(f"cannot read mesh file {path}: {type(fallback_error).__name__}: "
+                                f"{fallback_error}") from error
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise MeshReadError(f"cannot read mesh file {path} as a triangle mesh (got {type(mesh).__name__})")
+    if len(mesh.faces):
+        mesh.update_faces(mesh.nondegenerate_faces())
+        mesh.remove_unreferenced_vertices()
+    if len(mesh.faces) == 0:
+        raise MeshReadError(f"mesh file {path} has no (non-degenerate) faces: a point set or an empty mesh "
+                            "has no surface to project")
+    if not np.isfinite(mesh.vertices).all():
+        raise MeshReadError(f"mesh file {path} has non-finite vertex coordinates")
+    return mesh
+
+
+def normalize(mesh):
+    """A copy of ``mesh`` centred on its area-weighted centroid and scaled so that its farthest vertex
+    is at distance 1.
+
+    >>> import trimesh
+    >>> box = normalize(trimesh.creation.box(extents=(2, 4, 4)).apply_translation((5, 0, 0)))
+    >>> [round(float(v), 6) for v in box.centroid], round(float(np.linalg.norm(box.vertices, axis=1).max()), 6)
+    ([0.0, 0.0, 0.0], 1.0)
+    """
+    out = mesh.copy()
+    out.apply_translation(-mesh.centroid)
+    radius = float(np.linalg.norm(out.vertices, axis=1).max())
+    if not radius > 0:
+        raise ValueError("cannot normalise a mesh whose vertices all coincide")
+    out.apply_scale(1.0 / radius)
+    return out
+
+
+def convex_hull(mesh):
+    """The convex hull of ``mesh`` as a mesh; a flat polygon (both sides) for a flat mesh.
+
+    >>> import trimesh
+    >>> square = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], [[0, 1, 2], [0, 2, 3]])
+    >>> hull = convex_hull(square)
+    >>> round(float(hull.area), 6)   # the unit square, both sides
+    2.0
+    """
+    import trimesh
+    from scipy.spatial import ConvexHull
+
+    points = np.asarray(mesh.vertices, dtype=np.float64)
+    centred = points - points.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    if singular[2] > 1e-9 * singular[0]:
+        return trimesh.convex.convex_hull(mesh)
+    # qhull cannot hull a flat set in 3-D: hull it in its plane, then fan the convex polygon
+    polygon = ConvexHull(centred @ axes[:2].T).vertices  # counter-clockwise order
+    fan = np.stack([np.full(len(polygon) - 2, polygon[0]), polygon[1:-1], polygon[2:]], axis=1)
+    return trimesh.Trimesh(points, np.concatenate([fan, fan[:, ::-1]]), process=False)
+
+
+# --- ray casting -------------------------------------------------------------------------------------
+
+def available_engines() -> list[str]:
+    """Ray engines usable here: ``"embree"`` (needs ``embreex``) and ``"triangle"`` (trimesh's own).
+
+    >>> "triangle" in available_engines()
+    True
+    """
+    try:
+        from trimesh.ray import ray_pyembree  # noqa: F401  (imports embreex)
+        return ["embree", "triangle"]
+    except ImportError:
+        return ["triangle"]
+
+
+_warned_slow = False
+
+
+def _resolve_engine(engine: str) -> str:
+    global _warned_slow
+    engines = available_engines()
+    if engine == "auto":
+        if "embree" not in engines and not _warned_slow:
+            warnings.warn("embreex is not installed: projecting with trimesh's own ray intersector, about "
+                          "1000 times slower; `pip install embreex` for Embree", RuntimeWarning, stacklevel=3)
+            _warned_slow = True
+        return engines[0]
+    if engine not in ("embree", "triangle"):
+        raise ValueError(f"engine must be 'auto', 'embree' or 'triangle', got {engine!r}")
+    if engine not in engines:
+        raise ImportError("engine='embree' needs the embreex package: pip install embreex")
+    return engine
+
+
+def _intersector(mesh, engine: str):
+    if engine == "embree":
+        from trimesh.ray.ray_pyembree import RayMeshIntersector
+    else:
+        from trimesh.ray.ray_triangle import RayMeshIntersector
+    return RayMeshIntersector(mesh)
+
+
+def _directions(sampling) -> np.ndarray:
+    xyz = np.asarray(getattr(sampling, "xyz", sampling), dtype=np.float64)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or not np.isfinite(xyz).all():
+        raise ValueError(f"expected a sampling or an (n, 3) array of finite directions, got shape {xyz.shape}")
+    norms = np.linalg.norm(xyz, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError("a direction of length 0 has no ray")
+    return xyz / norms
+
+
+class MeshProjector:
+    """A mesh, its convex hull and their ray intersectors, built once to project many perturbations.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+    unit_ball : bool
+        Centre and scale the mesh into the unit ball first (:func:`normalize`); with False, rays start
+        at the origin of the mesh's own coordinates.
+    engine : {"auto", "embree", "triangle"}
+        The ray engine; "auto" takes Embree when ``embreex`` is installed.
+
+    >>> import trimesh, graphsphere as gs
+    >>> projector = MeshProjector(trimesh.creation.box(extents=(2, 2, 2)), unit_ball=False)
+    >>> maps = projector.project(np.eye(3))                    # rays along x, y, z
+    >>> maps[:, 0].tolist(), maps[:, 1].tolist()             # distance 1 to each face, head-on
+    ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    """
+
+    def __init__(self, mesh, *, unit_ball: bool = True, engine: str = "auto"):
+        self.engine = _resolve_engine(engine)
+        self.mesh = normalize(mesh) if unit_ball else mesh
+        self.hull = convex_hull(self.mesh)
+        # rays start beyond the farthest vertex from the local origin, so that their first hit is the
+        # farthest crossing of the outward half-line
+        self._radius = float(np.linalg.norm(self.mesh.vertices, axis=1).max())
+        self._parts = [(_intersector(m, self.engine), np.ascontiguousarray(m.face_normals),
+                        np.ascontiguousarray(m.triangles[:, 0]), np.ascontiguousarray(m.triangles_center))
+                       for m in (self.mesh, self.hull)]
+
+    def _farthest_hits(self, part, origin, directions):
+        intersector, normals, corners, centres = part
+        n = len(directions)
+        reach = float(np.linalg.norm(origin)) + self._radius + 1.0
+        starts = origin + reach * directions
+        chunk = n if self.engine == "embree" else _TRIANGLE_CHUNK
+        tri = np.concatenate([np.asarray(intersector.intersects_first(starts[a:a + chunk], -directions[a:a + chunk]),
+                                         dtype=np.int64) for a in range(0, n, chunk)])
+        ray = np.flatnonzero(tri >= 0)
+        tri, u = tri[ray], directions[ray]
+        # where the ray meets the hit face's plane, as a signed distance from the centre along the ray
+        # (float64, whatever precision the engine works in); a ray grazing its face takes the face's centre
+        facing = np.einsum("ij,ij->i", normals[tri], u)
+        grazing = np.abs(facing) < 1e-9
+        along = np.where(grazing, np.einsum("ij,ij->i", centres[tri] - origin, u),
+                         np.einsum("ij,ij->i", normals[tri], corners[tri] - origin) / np.where(grazing, 1.0, facing))
+        keep = along >= -1e-9 * reach  # a first hit behind the centre: nothing on the half-line
+        ray, along, facing = ray[keep], np.maximum(along[keep], 0.0), np.abs(facing[keep])
+        out = np.zeros((n, 3))
+        cos = np.minimum(facing, 1.0)
+        out[ray, 0], out[ray, 1], out[ray, 2] = along, cos, np.sqrt(1.0 - cos ** 2)
+        return out
+
+    def project(self, sampling, rotation=None, translation=None, scale: float = 1.0) -> np.ndarray:
+        """The [npix, 6] float32 maps of the mesh moved by ``x -> scale * rotation @ x + translation``.
+
+        Rather than moving the mesh (and rebuilding its ray structure), the rays are moved by the inverse
+        transformation; distances scale back by ``scale``, angles are unchanged.
+        """
+        directions = _directions(sampling)
+        rotation = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
+        translation = np.zeros(3) if translation is None else np.asarray(translation, dtype=np.float64)
+        if rotation.shape != (3, 3) or not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6):
+            raise ValueError("rotation must be a 3 x 3 orthogonal matrix")
+        if translation.shape != (3,):
+            raise ValueError(f"translation must have 3 components, got shape {translation.shape}")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale}")
+        origin = rotation.T @ (-translation) / scale     # the sphere's centre in the mesh's frame
+        local = directions @ rotation                     # row i: rotation.T @ direction i
+        maps = np.concatenate([self._farthest_hits(part, origin, local) for part in self._parts], axis=1)
+        maps[:, [0, 3]] *= scale
+        return maps.astype(np.float32)
+
+
+def project(mesh, sampling, rotation=None, translation=None, scale: float = 1.0, *, unit_ball: bool = True,
+            engine: str = "auto") -> np.ndarray:
+    """Project a mesh onto a sampling: the [npix, 6] float32 maps of :data:`CHANNELS`.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        E.g. from :func:`load_mesh`.
+    sampling : graphsphere sampling, or (npix, 3) array of directions
+        Any sampling (its ``xyz``): HEALPix nside 32 in the paper.
+    rotation, translation, scale
+        Applied to the normalised mesh: ``x -> scale * rotation @ x + translation`` (see
+        :func:`random_perturbation`). Rays always start at the sphere's centre, the origin.
+    unit_ball : bool
+        Centre and scale the mesh into the unit ball first (:func:`normalize`; default), as the paper
+        does; with False, rays start at the origin of the mesh's own coordinates.
+    engine : {"auto", "embree", "triangle"}
+
+    >>> import trimesh, graphsphere as gs
+    >>> cube = trimesh.creation.box(extents=(2, 2, 2))     # [-1, 1]^3
+    >>> maps = project(cube, np.array([[1.0, 0, 0], [1, 1, 1]]), unit_ball=False)
+    >>> np.round(maps[:, 0] ** 2, 6).tolist()   # squared distances 1 (a face centre) and 3 (a corner)
+    [1.0, 3.0]
+    """
+    return MeshProjector(mesh, unit_ball=unit_ball, engine=engine).project(sampling, rotation, translation, scale)
+
+
+# --- perturbations -----------------------------------------------------------------------------------
+
+class Perturbation(NamedTuple):
+    """A similarity transformation ``x -> scale * rotation @ x + translation``."""
+
+    rotation: np.ndarray
+    translation: np.ndarray
+    scale: float
+
+
+def random_perturbation(rng: np.random.Generator, protocol: str = "SO3", max_translation: float = 0.0,
+                        scale_range: tuple[float, float] = (1.0, 1.0)) -> Perturbation:
+    """A random rotation, translation and scaling.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    protocol : {"SO3", "z"}
+        "SO3": a rotation drawn from the Haar (uniform) measure on SO(3), as a unit quaternion with
+        Gaussian components; "z": a rotation about the z axis by a uniform angle (the z/SO(3)
+        protocol trains on these).
+    max_translation : float
+        The translation is uniform in the ball of this radius (the normalised mesh has radius 1).
+    scale_range : (low, high)
+        The scale is uniform in this interval.
+
+    >>> p = random_perturbation(np.random.default_rng(0), "z", max_translation=0.1, scale_range=(0.9, 1.1))
+    >>> bool(np.allclose(p.rotation @ p.rotation.T, np.eye(3))), p.rotation[2].tolist()
+    (True, [0.0, 0.0, 1.0])
+    >>> bool(np.linalg.norm(p.translation) <= 0.1), 0.9 <= p.scale <= 1.1
+    (True, True)
+    """
+    from scipy.spatial.transform import Rotation
+
+    if protocol == "SO3":
+        q = rng.standard_normal(4)
+        rotation = Rotation.from_quat(q / np.linalg.norm(q)).as_matrix()
+    elif protocol == "z":
+        angle = rng.uniform(0.0, 2 * np.pi)
+        c, s = np.cos(angle), np.sin(angle)
+        rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    else:
+        raise ValueError(f"protocol must be 'SO3' or 'z', got {protocol!r}")
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+    if max_translation < 0:
+        raise ValueError(f"max_translation must be >= 0, got {max_translation}")
+    direction = rng.standard_normal(3)
+    direction /= np.linalg.norm(direction)
+    translation = direction * max_translation * rng.uniform() ** (1 / 3)  # uniform in the ball
+    return Perturbation(rotation, translation, float(rng.uniform(low, high)))
+
+
+# --- the collection of real meshes -------------------------------------------------------------------
+
+def load_categories(path: str | os.PathLike | None = None) -> dict[str, str]:
+    """The coarse category of each file of the ``cgal-meshes`` data set, from
+    ``graphsphere/data/shape_categories.csv`` (or ``path``).
+
+    >>> categories = load_categories()
+    >>> len(categories), categories["meshes/bunny00.off"], categories["points_3/kitten.off"]
+    (154, 'animal', 'point set')
+    """
+    import csv
+
+    with open(path or CATEGORIES_CSV, newline="", encoding="utf-8") as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        return {row["file"]: row["category"] for row in rows}
+
+
+def default_cache_dir() -> Path:
+    """Where projected maps are cached: ``$GRAPHSPHERE_CACHE/projections``, else
+    ``~/.cache/graphsphere/projections``."""
+    root = os.environ.get("GRAPHSPHERE_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "graphsphere") / "projections"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class MeshEntry:
+    """One mesh of a :class:`ShapeCollection`."""
+
+    name: str      # path relative to the collection's root, e.g. "meshes/bunny00.off"
+    path: Path
+    category: str
+    sha256: str
+
+
+def _pool_context():
+    """Workers come from a fresh server process, never forked from this one: Embree's thread pool (and
+    torch's) may already run here, and forking a process with live thread pools can hang the child.
+    The server imports this module once, so each worker starts in milliseconds."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+def _project_task(path: str, engine: str, directions: np.ndarray, perturbations: list[Perturbation]):
+    """Worker: one mesh, several perturbations (the mesh's ray structure is built once)."""
+    projector = MeshProjector(load_mesh(path), engine=engine)
+    return [projector.project(directions, *p) for p in perturbations]
+
+
+class ShapeCollection:
+    """The meshes of a folder (by default the ``cgal-meshes`` data set) with their categories, and
+    their projected, perturbed samples, cached on disk.
+
+    A sample is (mesh ``i``, perturbation seed ``j``): the perturbation is drawn from a generator seeded
+    with ``(seed, j, crc32(mesh name))``, so it depends on the mesh and the seed, not on which other
+    meshes or seeds are asked for. A projected sample is cached in ``cache_dir`` under a digest of the
+    mesh file's sha256, the sampling's pixel directions, the perturbation settings and seed, and
+    :data:`PROJECTION_VERSION`: any change of these projects afresh, a re-run reuses the files.
+
+    Parameters
+    ----------
+    sampling : graphsphere sampling or (npix, 3) directions
+    root : path, optional
+        Folder of mesh files; default: the ``cgal-meshes`` data set, fetched if needed.
+    categories : dict or path, optional
+        File (relative to ``root``) -> category; default: ``shape_categories.csv``. Files without a
+        category are left out.
+    exclude : iterable of str
+        Categories left out (default: "point set", the files without faces).
+    names : iterable of str, optional
+        Keep only these files.
+    protocol, max_translation, scale_range
+        The perturbations (:func:`random_perturbation`).
+    seed : int
+        Base seed of all perturbations.
+    cache_dir : path, None or False
+        None: :func:`default_cache_dir`; False: no cache.
+    engine : {"auto", "embree", "triangle"}
+
+    >>> import graphsphere as gs
+    >>> shapes = ShapeCollection(gs.sampling.HEALPix(nside=32))        # doctest: +SKIP
+    >>> len(shapes), shapes.category_names[:3]                          # doctest: +SKIP
+    (142, ['animal', 'human', 'mechanical'])
+    >>> x = shapes.samples([(0, 0), (0, 1)], workers=2)                 # doctest: +SKIP
+    >>> x.shape                                                         # doctest: +SKIP
+    (2, 12288, 6)
+    """
+
+    def __init__(self, sampling, root=None, *, categories=None, exclude: Iterable[str] = ("point set",),
+                 names: Iterable[str] | None = None, protocol: str = "SO3", max_translation: float = 0.0,
+                 scale_range: tuple[float, float] = (1.0, 1.0), seed: int = 0, cache_dir=None,
+                 engine: str = "auto"):
+        if root is None:
+            from .sources import fetch
+
+            root = fetch("cgal-meshes")
+        self.root = Path(root)
+        self.directions = _directions(sampling)
+        if categories is None or isinstance(categories, (str, os.PathLike)):
+            categories = load_categories(categories)
+        wanted = set(names) if names is not None else None
+        excluded = set(exclude)
+        self.entries: list[MeshEntry] = []
+        for name, category in sorted(categories.items()):
+            if category in excluded or (wanted is not None and name not in wanted):
+                continue
+            path = self.root / name
+            if not path.is_file():
+                raise FileNotFoundError(f"mesh file {path} listed in the categories is missing from {self.root}")
+            self.entries.append(MeshEntry(name, path, category, _file_sha256(path)))
+        if wanted is not None and len(self.entries) != len(wanted):
+            missing = sorted(wanted - {e.name for e in self.entries})
+            raise KeyError(f"not in the collection (no category, or excluded): {', '.join(missing)}")
+        if not self.entries:
+            raise ValueError(f"no mesh selected from {self.root}")
+        random_perturbation(np.random.default_rng(0), protocol, max_translation, scale_range)  # validate now
+        self.protocol, self.max_translation, self.scale_range = protocol, float(max_translation), tuple(scale_range)
+        self.seed = int(seed)
+        self.engine = _resolve_engine(engine)
+        self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / "shapes"
+        self.category_names = sorted({e.category for e in self.entries})
+        self._sampling_digest = hashlib.sha256(np.ascontiguousarray(self.directions).tobytes()).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Category index (in :attr:`category_names`) of each mesh."""
+        return np.array([self.category_names.index(e.category) for e in self.entries])
+
+    def perturbation(self, index: int, seed: int) -> Perturbation:
+        """The perturbation of sample (mesh ``index``, seed ``seed``)."""
+        name = self.entries[index].name
+        rng = np.random.default_rng([self.seed, int(seed), zlib.crc32(name.encode())])
+        return random_perturbation(rng, self.protocol, self.max_translation, self.scale_range)
+
+    def cache_path(self, index: int, seed: int) -> Path | None:
+        """The cache file of a sample (None without a cache)."""
+        if self.cache_dir is None:
+            return None
+        entry = self.entries[index]
+        key = json.dumps({"version": PROJECTION_VERSION, "mesh": entry.sha256, "sampling": self._sampling_digest,
+                          "protocol": self.protocol, "max_translation": self.max_translation,
+                          "scale_range": list(self.scale_range), "base_seed": self.seed, "seed": int(seed)},
+                         sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return self.cache_dir / f"{Path(entry.name).stem}-{digest}.npy"
+
+    def sample(self, index: int, seed: int) -> np.ndarray:
+        """The [npix, 6] maps of one sample."""
+        return self.samples([(index, seed)], progress=False)[0]
+
+    def samples(self, pairs: Sequence[tuple[int, int]], *, workers: int = 1, progress: bool = True) -> np.ndarray:
+        """The [len(pairs), npix, 6] float32 maps of samples (mesh index, seed), from the cache where
+        there, projected (in ``workers`` processes) and cached otherwise.
+
+        With ``workers > 1`` the workers start from a fresh server process (multiprocessing's
+        "forkserver"), so a script must guard its entry point with ``if __name__ == "__main__":``.
+        """
+        pairs = [(int(i), int(j)) for i, j in pairs]
+        out = np.empty((len(pairs), len(self.directions), len(CHANNELS)), dtype=np.float32)
+        todo: dict[int, list[int]] = {}  # mesh index -> positions in pairs still to project
+        for k, (i, j) in enumerate(pairs):
+            path = self.cache_path(i, j)
+            if path is not None and path.is_file():
+                try:
+                    out[k] = np.load(path)
+                    continue
+                except (ValueError, OSError):  # unreadable (e.g. foreign) file: project again
+                    pass
+            todo.setdefault(i, []).append(k)
+        if not todo:
+            return out
+        bar = None
+        if progress:
+            try:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=sum(map(len, todo.values())), desc="projecting meshes", unit="sample")
+            except ImportError:
+                pass
+        tasks = [(str(self.entries[i].path), self.engine, self.directions,
+                  [self.perturbation(i, pairs[k][1]) for k in ks]) for i, ks in todo.items()]
+
+        def store(i: int, maps: list[np.ndarray]) -> None:
+            for k, m in zip(todo[i], maps):
+                out[k] = m
+                path = self.cache_path(i, pairs[k][1])
+                if path is not None:
+                    _save_atomic(path, m)
+            if bar is not None:
+                bar.update(len(maps))
+
+        try:
+            if workers <= 1:
+                for i, task in zip(todo, tasks):
+                    store(i, _project_task(*task))
+            else:
+                # largest files first, so that no big mesh starts last and leaves the other workers idle
+                order = sorted(range(len(tasks)), key=lambda t: -os.path.getsize(tasks[t][0]))
+                meshes = list(todo)
+                with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+                    futures = {pool.submit(_project_task, *tasks[t]): meshes[t] for t in order}
+                    for future in as_completed(futures):
+                        store(futures[future], future.result())
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
