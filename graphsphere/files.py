@@ -22,7 +22,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "sha256_file", "fsync_dir"]
+__all__ = ["atomic_write", "sha256_file", "fsync_dir", "write_verified", "is_verified"]
 
 
 def fsync_dir(folder) -> None:
@@ -62,3 +62,41 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _sidecar(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def write_verified(path, write, mode: str = "wb") -> None:
+    """Write a cache file atomically (``write(f)`` fills it) and then its checksum beside it
+    (``path.sha256``): :func:`is_verified` tells a whole, unchanged file from a damaged one.
+
+    >>> import os, tempfile, numpy as np
+    >>> p = os.path.join(tempfile.mkdtemp(), "map.npy")
+    >>> write_verified(p, lambda f: np.save(f, np.arange(3.0)))
+    >>> is_verified(p)
+    True
+    >>> with open(p, "r+b") as f:
+    ...     _ = f.seek(-8, 2); _ = f.write(bytes(8))      # zero the last value
+    >>> is_verified(p)
+    False
+    """
+    with atomic_write(path, mode) as f:
+        write(f)
+    digest = sha256_file(path)
+    with atomic_write(_sidecar(path), "w") as f:
+        f.write(digest + "\n")
+
+
+def is_verified(path) -> bool:
+    """Whether ``path`` exists with a checksum file written by :func:`write_verified` that matches
+    it. A file without one (or killed between the two writes) counts as not verified: rebuild it."""
+    path, side = Path(path), _sidecar(path)
+    if not path.is_file() or not side.is_file():
+        return False
+    try:
+        return side.read_text().strip() == sha256_file(path)
+    except OSError:
+        return False

@@ -340,10 +340,12 @@ class SphereGraph:
         return self.derived("lambda_max", self._lambda_max)
 
     def _lambda_max(self) -> float:
+        perm = canonical_order(self.sampling)
+        L = self.L if perm is None else self.L[perm][:, perm]  # independent of the data's pixel order
         if self.npix <= 400:
-            top = float(np.linalg.eigvalsh(self.L.toarray())[-1])
+            top = float(np.linalg.eigvalsh(L.toarray())[-1])
         else:
-            top = lanczos_max_eigenvalue(self.L)
+            top = lanczos_max_eigenvalue(L)
         return 1.02 * top
 
     @property
@@ -486,13 +488,32 @@ def _kernel_t(sampling, k: int, kernel_width, neighbours: str, sq_dist: np.ndarr
         "pass kernel_width='mean' (the heuristic) or a number")
 
 
+def canonical_order(sampling) -> np.ndarray | None:
+    """The permutation that sorts a partial HEALPix sky's pixel ids, or None (already sorted, or
+    another sampling). Graphs are built in this order and permuted back, so that the order in which
+    the pixels are listed (the data's order) cannot change the graph: k-NN breaks distance ties by
+    position, and Lanczos starts from a vector given by position."""
+    if isinstance(sampling, HEALPix) and sampling.indices is not None and np.any(np.diff(sampling.indices) < 0):
+        return np.argsort(sampling.indices, kind="stable")
+    return None
+
+
 def _build(sampling, k, kernel_width, laplacian, neighbours) -> tuple[sp.csr_matrix, float | None]:
     n = sampling.npix
     if neighbours == "grid":
         cols, dist = grid_neighbours(sampling)
         with np.errstate(divide="ignore"):
             return _symmetric_csr(cols, np.where(cols >= 0, 1 / dist, 0.0), n), None
-    cols, sq = healpix_neighbours(sampling) if neighbours == "healpix" else knn(sampling.xyz, k)
+    if neighbours == "healpix":
+        cols, sq = healpix_neighbours(sampling)
+    else:
+        perm = canonical_order(sampling)
+        if perm is None:
+            cols, sq = knn(sampling.xyz, k)
+        else:  # neighbours found in pixel-id order, then listed in the data's order
+            c, d = knn(sampling.xyz[perm], k)
+            cols, sq = np.empty_like(c), np.empty_like(d)
+            cols[perm], sq[perm] = perm[c], d
     t = _kernel_t(sampling, k, kernel_width, neighbours, sq[cols >= 0])
     return _symmetric_csr(cols, np.exp(sq / (-4 * t)), n), t
 

@@ -231,7 +231,7 @@ def test_command_line(tmp_path, capsys):
     assert main(["evaluate", str(ckpt), "--split", "val", "--json", str(tmp_path / "m.json")]) == 0
     clean = json.loads((tmp_path / "m.json").read_text())
     assert set(clean) >= {"val_acc", "val_f1", "val_map", "val_loss"}
-    assert main(["evaluate", str(ckpt), "--split", "val", "--set", "data.noise=3", "--json",
+    assert main(["evaluate", str(ckpt), "data.noise=3", "--split", "val", "--json",
                  str(tmp_path / "m.json")]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["val_loss"] != clean["val_loss"]
     np.save(tmp_path / "x.npy", np.zeros((3, 192), np.float32))

@@ -1,23 +1,31 @@
 """``graphsphere train / evaluate / predict``: the training engine on the command line.
 
     graphsphere train experiments/example_synthetic.yaml trainer.max_epochs=3 optim.lr=0.01
-    graphsphere evaluate runs/example_synthetic/checkpoints/best.ckpt --split test --set data.noise=0.5
-    graphsphere predict runs/example_synthetic/checkpoints/best.ckpt maps.npy --out pred.nc
+    graphsphere evaluate out/runs/example_synthetic/checkpoints/best.ckpt data.noise=0.5 --split test
+    graphsphere predict out/runs/example_synthetic/checkpoints/best.ckpt maps.npy --out pred.nc
 
-Overrides are ``section.field=value`` with the value read as YAML. Errors in
+Overrides are positional ``section.field=value`` (the value read as YAML) for
+every command; ``--device auto|cpu|cuda`` chooses the hardware. Errors in
 the config, the data or a checkpoint are printed as one clear message (exit
 status 2, see graphsphere.cli), before any training starts.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 
 
 def _train(args) -> int:
     from graphsphere.train import fit
 
-    result = fit(args.config, args.overrides, trust_code=args.trust_code)
+    overrides = list(args.overrides)
+    if args.verbose:
+        overrides.append("trainer.verbose=true")
+    if args.device:
+        overrides += _device_overrides(args.device)
+    result = fit(args.config, overrides, trust_code=args.trust_code)
     if result.module is not None and result.module.trainer.is_global_zero:
         print(json.dumps({"output_dir": str(result.output_dir), "epochs": result.epochs,
                           "global_step": result.global_step, "metrics": result.metrics,
@@ -25,11 +33,27 @@ def _train(args) -> int:
     return 0
 
 
+def _device_overrides(device: str) -> list[str]:
+    """``--device`` as the training config says it: trainer.accelerator (and the GPU index)."""
+    from graphsphere.train.engine import resolve_device
+
+    if device == "auto":
+        return ["trainer.accelerator=auto"]
+    device = resolve_device(device)
+    if device == "cpu":
+        return ["trainer.accelerator=cpu"]
+    return ["trainer.accelerator=gpu", f"trainer.devices=[{int(device.partition(':')[2] or 0)}]"]
+
+
 def _evaluate(args) -> int:
     from graphsphere.train import evaluate
 
-    metrics = evaluate(args.checkpoint, split=args.split, overrides=args.overrides, batch_size=args.batch_size,
-                       accelerator=args.accelerator, devices=args.devices, trust_code=args.trust_code)
+    overrides = list(args.overrides) + list(args.set or [])
+    if args.set:
+        print("note: --set is deprecated; write the overrides after the checkpoint: "
+              + " ".join(args.set), file=sys.stderr)
+    metrics = evaluate(args.checkpoint, split=args.split, overrides=overrides, batch_size=args.batch_size,
+                       device=args.device, trust_code=args.trust_code)
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.json:
@@ -61,17 +85,19 @@ def register(sub) -> None:
                                    "Re-running the same command resumes from output_dir/checkpoints/last.ckpt.")
     p.add_argument("config", help="YAML config (see experiments/example_*.yaml)")
     p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE", help="config overrides (YAML values)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's trainer.accelerator)")
+    p.add_argument("--verbose", action="store_true", help="print the table of the model's layers")
     p.add_argument("--trust-code", action="store_true", help=_TRUST)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on its data set's test (or val) split")
     p.add_argument("checkpoint")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="change the data, e.g. --set data.noise=0.5 (repeatable)")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
+                   help="change the data, e.g. data.noise=0.5 (YAML values)")
+    p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # before 0.2: --set KEY=VALUE
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--devices", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", default=None, help="also write the metrics to this file")
     p.add_argument("--trust-code", action="store_true", help=_TRUST)
     p.set_defaults(func=_evaluate)
@@ -81,7 +107,7 @@ def register(sub) -> None:
     p.add_argument("input", help=".npy [n, npix(, C)], HEALPix .fits, or NetCDF .nc")
     p.add_argument("--out", required=True, help="output file: .npy, .nc (NetCDF) or .fits (HEALPix maps)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--var", default=None, help="NetCDF variable to read")
     p.add_argument("--no-check-order", action="store_true", help="skip the NESTED/RING check of full-sky maps")
     p.add_argument("--trust-code", action="store_true", help=_TRUST)

@@ -17,7 +17,40 @@ from ..config import ConfigError
 from .registry import Params as _Params
 from .registry import Splits, _params_from_signature, register_dataset
 
-__all__ = ["build_synthetic", "build_npy", "build_patches", "build_cosmology"]
+__all__ = ["build_synthetic", "build_npy", "build_patches", "build_cosmology", "check_labels"]
+
+
+def check_labels(label_arrays, num_classes: int | None, ignore: int | None = None) -> int:
+    """The number of classes of integer labels, checked: labels are 0..C-1 (``ignore``, e.g. -1 for
+    unlabelled pixels, aside); without ``num_classes``, every class 0..max must occur (a stray label 5
+    among 0/1 labels would otherwise silently make a 6-class model).
+
+    >>> check_labels([np.array([0, 1, 1]), np.array([1, 0])], None)
+    2
+    >>> check_labels([np.array([0, 1, 5])], None)
+    Traceback (most recent call last):
+    ...
+    ValueError: labels 0..5 have no sample of classes [2, 3, 4]: fix the stray labels, or set data.num_classes: 6 if those classes exist
+    """
+    values = np.unique(np.concatenate([np.unique(np.asarray(y)) for y in label_arrays]))
+    if ignore is not None:
+        values = values[values != ignore]
+    if values.size == 0:
+        raise ValueError("no labels at all (every target is unlabelled)")
+    low, high = int(values.min()), int(values.max())
+    if low < 0:
+        allowed = f" ({ignore} marks unlabelled pixels)" if ignore is not None else ""
+        raise ValueError(f"label {low} is negative; classes are 0..C-1{allowed}")
+    if num_classes is not None:
+        if high >= num_classes:
+            raise ValueError(f"label {high} is out of range for data.num_classes: {num_classes} (labels 0.."
+                             f"{num_classes - 1}); raise num_classes or fix the labels")
+        return max(int(num_classes), 2)
+    missing = sorted(set(range(high + 1)) - set(values.tolist()))
+    if missing:
+        raise ValueError(f"labels 0..{high} have no sample of classes {missing[:10]}: fix the stray labels, or set "
+                         f"data.num_classes: {high + 1} if those classes exist")
+    return max(high + 1, 2)
 
 
 def _need_sampling(sampling, name):
@@ -139,8 +172,8 @@ def build_npy(sampling, task, seed, *, x, y, val_x, val_y, test_x, test_y, val_f
     if task == "regression":
         n_out = ys.shape[-1]
     else:
-        n_out = num_classes or int(max(np.max(p[1]) for p in (train, val, test) if p is not None)) + 1
-        n_out = max(n_out, 2)
+        n_out = check_labels([p[1] for p in (train, val, test) if p is not None], num_classes,
+                             ignore=-1 if task == "segmentation" else None)
     full = MapDataset(xs, ys)
     tr_idx, va_idx, te_idx = _split_indices(len(full), (0.0 if val else val_fraction, 0.0 if test else test_fraction),
                                             seed)
@@ -191,7 +224,7 @@ def build_patches(sampling, task, seed, *, maps, targets, patch_nside, val_fract
     if sampling is not None and sampling != full.sampling:
         raise ConfigError([("sampling", f": patches of nside {full.nside} maps at patch_nside {patch_nside} are on "
                             f"{full.sampling!r}; remove the sampling section (it comes from the data)")])
-    n_out = y.shape[1] if task == "regression" else (num_classes or max(int(y.max()) + 1, 2))
+    n_out = y.shape[1] if task == "regression" else check_labels([y], num_classes)
     return Splits(part(tr), part(va), part(te), sampling=full.sampling, in_channels=1, n_out=n_out)
 
 

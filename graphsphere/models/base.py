@@ -49,12 +49,17 @@ class ModelFileError(ValueError):
 
 
 class Block(nn.Module):
-    """ChebConv, then batch norm (optional), then ReLU."""
+    """ChebConv, then batch norm (optional), then ReLU.
 
-    def __init__(self, cin: int, cout: int, K: int, operator: GraphOperator, batchnorm: bool):
+    ``check_finite``: the first block of a model checks its input for NaN/Inf (bad data fail where
+    they enter, naming the input); inner blocks do not (a NaN there means the training diverged,
+    which the training engine reports as such)."""
+
+    def __init__(self, cin: int, cout: int, K: int, operator: GraphOperator, batchnorm: bool,
+                 check_finite: bool = False):
         super().__init__()
         # No conv bias before batch norm: the norm's shift replaces it.
-        self.conv = ChebConv(cin, cout, K, operator=operator, bias=not batchnorm)
+        self.conv = ChebConv(cin, cout, K, operator=operator, bias=not batchnorm, check_finite=check_finite)
         self.norm = VertexBatchNorm(cout) if batchnorm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -108,13 +108,13 @@ class SphericalCNN(SphereModel):
         self.pools = nn.ModuleList()
         cin = in_channels
         for i, cout in enumerate(channels):
-            self.blocks.append(Block(cin, cout, K, levels[i][2], batchnorm))
+            self.blocks.append(Block(cin, cout, K, levels[i][2], batchnorm, check_finite=i == 0))
             self.pools.append(Pool(mode=pool, assign=levels[i + 1][1]))
             cin = cout
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         coarsest = levels[L][0]
         if head == "conv":
-            self.head_conv = ChebConv(cin, out_features, K, operator=levels[L][2])
+            self.head_conv = ChebConv(cin, out_features, K, operator=levels[L][2], check_finite=False)
             self.global_pool = GlobalPool(global_pool, sampling=coarsest)
         elif head == "global":
             self.global_pool = GlobalPool(global_pool, sampling=coarsest)

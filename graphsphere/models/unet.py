@@ -75,7 +75,7 @@ class SphericalUNet(SphereModel):
         self.decoder = nn.ModuleList()
         cin = in_channels
         for i, cout in enumerate(channels):
-            self.encoder.append(Block(cin, cout, K, levels[i][2], batchnorm))
+            self.encoder.append(Block(cin, cout, K, levels[i][2], batchnorm, check_finite=i == 0))
             cin = cout
         for i in range(L):
             assign = levels[i + 1][1]
@@ -88,7 +88,7 @@ class SphericalUNet(SphereModel):
             self.projections.append(nn.Linear(channels[i + 1], cup) if unpool == "max" else nn.Identity())
             self.decoder.append(Block(cup + cskip, channels[i], K, levels[i][2], batchnorm))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = ChebConv(channels[0], out_channels, K, operator=levels[0][2])
+        self.head = ChebConv(channels[0], out_channels, K, operator=levels[0][2], check_finite=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [batch, sampling.npix, in_channels] -> [batch, sampling.npix, out_channels]."""

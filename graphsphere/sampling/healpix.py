@@ -29,8 +29,16 @@ __all__ = ["HEALPix", "check_nside", "extend_footprint", "check_map_order"]
 
 
 def check_nside(nside) -> int:
-    """Return ``nside`` as an int, or raise if it is not a positive power of two."""
-    if isinstance(nside, (bool, np.bool_)) or not float(nside).is_integer():
+    """Return ``nside`` as an int, or raise if it is not a positive power of two.
+
+    >>> check_nside(None)
+    Traceback (most recent call last):
+    ...
+    ValueError: nside must be an integer power of two (1, 2, 4, ..., 8192), got None
+    """
+    if isinstance(nside, (bool, np.bool_)) or not isinstance(nside, (int, float, np.integer, np.floating)):
+        raise ValueError(f"nside must be an integer power of two (1, 2, 4, ..., 8192), got {nside!r}")
+    if not np.isfinite(nside) or not float(nside).is_integer():
         raise ValueError(f"nside must be an integer power of two, got {nside!r}")
     n = int(nside)
     if n < 1 or n & (n - 1):
@@ -87,6 +95,9 @@ class HEALPix(Sampling):
             self.indices = None
         else:
             ids = np.asarray(indices)
+            if ids.dtype == bool:
+                raise ValueError(f"indices is a boolean mask ({ids.size} entries); pass the pixel ids of its True "
+                                 "entries: numpy.flatnonzero(mask)")
             if ids.ndim != 1 or ids.size == 0:
                 raise ValueError(f"indices must be a non-empty 1-D array of pixel ids, got shape {ids.shape}")
             if not np.issubdtype(ids.dtype, np.integer):
@@ -224,11 +235,14 @@ class HEALPix(Sampling):
 
 
 def _roughness(m: np.ndarray, nside: int, nest: bool) -> float:
-    """Mean squared difference between each pixel and its neighbours."""
+    """Mean squared difference between each pixel and its neighbours (pairs with a missing
+    value, NaN or UNSEEN, left out)."""
     nb = hp.get_all_neighbours(nside, np.arange(m.size), nest=nest)
-    ok = nb >= 0
-    diff = (m[np.where(ok, nb, 0)] - m[None, :]) ** 2
-    return float(np.sum(diff * ok) / ok.sum())
+    seen = np.isfinite(m) & (m != hp.UNSEEN)
+    ok = (nb >= 0) & seen[None, :]
+    ok &= seen[np.where(nb >= 0, nb, 0)]
+    diff = np.where(ok, m[np.where(ok, nb, 0)] - np.where(seen, m, 0.0)[None, :], 0.0) ** 2
+    return float(np.sum(diff) / max(ok.sum(), 1))
 
 
 def check_map_order(m, nest: bool = True, ratio: float = 1.5) -> None:
@@ -237,14 +251,16 @@ def check_map_order(m, nest: bool = True, ratio: float = 1.5) -> None:
     Real maps are spatially correlated: read in the wrong ordering they look
     like noise. If the neighbour-to-neighbour variance in the expected
     ordering is ``ratio`` times that in the other one, the map was almost
-    surely saved in the other ordering. White-noise maps pass either way.
+    surely saved in the other ordering. White-noise maps pass either way;
+    missing pixels (NaN, UNSEEN) are left out of the comparison, so a masked
+    map is checked too.
     """
     m = np.asarray(m, dtype=np.float64)
     try:
         nside = hp.npix2nside(m.size)
     except ValueError:
         raise ValueError(f"a map of {m.size} pixels is not a full HEALPix map (12 nside^2 pixels)") from None
-    if nside < 4 or not np.all(np.isfinite(m)):
+    if nside < 4 or np.sum(np.isfinite(m) & (m != hp.UNSEEN)) < 0.1 * m.size:
         return
     here, there = _roughness(m, nside, nest), _roughness(m, nside, not nest)
     if here > ratio * there:

@@ -3,7 +3,8 @@
 A checkpoint is a Lightning checkpoint whose ``"graphsphere"`` entry holds
 what rebuilds the trained module without the config file: the validated
 config, the model's type, sampling state and arguments, the data's channels
-and outputs (format :data:`CHECKPOINT_FORMAT`). It is loaded with
+and outputs (format :data:`CHECKPOINT_FORMAT`), and the SHA-256 of all its
+tensors (:func:`tensor_digest`, verified on every read). It is loaded with
 ``torch.load(weights_only=True)`` (tensors and plain types only), and the
 class it names is built only if it is a registered model, unless the caller
 trusts the file's code (``trust_code``).
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "read_checkpoint", "upgrade"]
+__all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "read_checkpoint", "upgrade", "tensor_digest", "verify_digest"]
 
 #: 1: graphsphere 0.1 (operators in the state_dict, the sampling as constructor arguments).
 CHECKPOINT_FORMAT = 2
@@ -46,6 +47,7 @@ def read_checkpoint(path) -> dict[str, Any]:
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a graphsphere training checkpoint (no 'graphsphere' entry; found "
                               f"{keys}); checkpoints are written by graphsphere.train.fit / `graphsphere train`")
+    verify_digest(ckpt, path)
     try:
         return upgrade(ckpt)
     except CheckpointError as e:
@@ -87,3 +89,43 @@ def upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
                            "class_names": meta.get("class_names"), "standardize": standardize,
                            "upgraded_from": 1}
     return ckpt
+
+
+def _tensors(obj, path: str = ""):
+    """Every tensor in a nested checkpoint, with its key path, in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        yield path, obj
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            if k != DIGEST_KEY:
+                yield from _tensors(obj[k], f"{path}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{path}/{i}")
+
+
+#: Where a checkpoint keeps the digest of its own tensors.
+DIGEST_KEY = "graphsphere_digest"
+
+
+def tensor_digest(ckpt: dict[str, Any]) -> str:
+    """SHA-256 over every tensor of a checkpoint (key path, dtype, shape, bytes): stored in the
+    checkpoint when it is written, recomputed when it is read, so bytes changed inside a tensor
+    (a damaged disk, a bad copy) are caught instead of loading silently."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path, t in _tensors(ckpt):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{path}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def verify_digest(ckpt: dict[str, Any], path) -> None:
+    """Raise :class:`CheckpointError` if the checkpoint's tensors do not match their stored digest
+    (checkpoints without one, written before it existed, pass)."""
+    stored = ckpt.get(DIGEST_KEY)
+    if stored is not None and stored != tensor_digest(ckpt):
+        raise CheckpointError(f"{path} is damaged: its tensors do not match the checksum written with them; "
+                              "use checkpoints/best.ckpt, or start afresh with trainer.resume=false")

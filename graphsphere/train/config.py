@@ -98,6 +98,9 @@ class DataConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self):
         self._params = validate_params(self.name, dict(self.model_extra or {}))
+        # The defaults join the given values: config.yaml and checkpoints then say every parameter the
+        # data were made with (a default changed later is not mistaken for the same run).
+        self.__pydantic_extra__.update(self._params.model_dump(mode="json"))
         return self
 
 
@@ -177,7 +180,10 @@ class TrainerConfig(Section):
     val_every_n_epochs: PositiveInt = 1
     limit_train_batches: PositiveInt | PositiveFloat = 1.0
     limit_val_batches: NonNegativeInt | NonNegativeFloat = 1.0
+    #: A progress bar on a terminal; redirected output gets one plain line per epoch instead.
     progress_bar: bool = True
+    #: Print the table of the model's layers at the start (else one line).
+    verbose: bool = False
     loggers: list[Literal["csv", "tensorboard"]] = ["csv", "tensorboard"]
     deterministic: bool = False
     #: Resume from output_dir/checkpoints/last.ckpt when it exists.

@@ -29,19 +29,31 @@ from ..data.registry import build_splits
 from ..files import atomic_write
 from .config import Config, ConfigError, load_train_config
 
-__all__ = ["fit", "evaluate", "predict", "FitResult", "build_trainer", "build_data", "training_statistics"]
+__all__ = ["fit", "evaluate", "predict", "FitResult", "build_trainer", "build_data", "training_statistics",
+           "RunLockedError", "resolve_device"]
 
 
 class _QuietLightning(logging.Filter):
-    """Drop Lightning's advertisement for its cloud logger from our output."""
+    """Drop Lightning's lines that say nothing to act on: its cloud logger's advertisement, the
+    hardware inventory ("GPU available: False, used: False", TPU, HPU) and the absolute paths of the
+    states it restores (the engine says "resuming from ..." itself)."""
+
+    NOISE = ("litlogger", " available: ", "Restoring states", "Restored all states", "LOCAL_RANK:",
+             "Loaded model weights from the checkpoint")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.msg)
+        msg = str(record.msg)
+        return not any(n in msg for n in self.NOISE)
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_QuietLightning())
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+              "lightning.pytorch.accelerators.cuda"):
+    logging.getLogger(_name).addFilter(_QuietLightning())
 # Lightning 2.6 calls a torch.utils._pytree API that torch 2.13 deprecates; nothing for users to act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+# The validation sanity check sees two batches: average precision of a class absent from them is
+# undefined, and torchmetrics says so each time; the epoch-end metrics see the whole split.
+warnings.filterwarnings("ignore", message="No positive samples found in target", category=UserWarning)
 
 
 @dataclass
@@ -111,7 +123,7 @@ def build_trainer(cfg: Config, out: Path, has_val: bool, callbacks=(), stage: st
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from .callbacks import AtomicCheckpointIO, LayerSummary
+    from .callbacks import AtomicCheckpointIO, DivergenceGuard, LayerSummary, PlainProgress
 
     t = cfg.trainer
     cbs: list = []
@@ -132,7 +144,10 @@ def build_trainer(cfg: Config, out: Path, has_val: bool, callbacks=(), stage: st
                                    auto_insert_metric_name=False, enable_version_counter=False))
         if t.early_stopping_patience:
             cbs.append(EarlyStopping(monitor=monitor, patience=t.early_stopping_patience, mode=t.monitor_mode))
-        cbs.append(LayerSummary())
+        cbs.append(LayerSummary(verbose=t.verbose))
+        cbs.append(DivergenceGuard())
+        if t.progress_bar and not _interactive():
+            cbs.append(PlainProgress())
     cbs.extend(callbacks)
     # Passed only when set: Lightning announces every explicit limit.
     limits = {k: v for k, v in (("limit_train_batches", t.limit_train_batches),
@@ -144,11 +159,19 @@ def build_trainer(cfg: Config, out: Path, has_val: bool, callbacks=(), stage: st
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=max(1, min(t.log_every_n_steps, steps_per_epoch or t.log_every_n_steps)),
         check_val_every_n_epoch=t.val_every_n_epochs, gradient_clip_val=t.gradient_clip_val,
-        deterministic=t.deterministic, enable_model_summary=False, enable_progress_bar=t.progress_bar,
+        deterministic=t.deterministic, enable_model_summary=False,
+        enable_progress_bar=t.progress_bar and _interactive(),
         enable_checkpointing=stage == "fit",
         # Our EpochSampler shards the data itself (and can resume mid-epoch); don't let
         # Lightning swap in a DistributedSampler.
         use_distributed_sampler=False)
+
+
+def _interactive() -> bool:
+    """A progress bar only on a terminal: redirected to a file, its frames would fill it."""
+    import sys
+
+    return sys.stdout.isatty()
 
 
 def _plain(metrics: dict) -> dict[str, float]:
@@ -171,17 +194,75 @@ def fit(config, overrides=None, *, callbacks=(), trust_code: bool = False) -> Fi
     that is code outside graphsphere (``"package.module:Class"``). Writes
     ``config.yaml``, checkpoints, logs and ``metrics.json`` to ``output_dir``.
     """
+    cfg = load_train_config(config, overrides, trust_code=trust_code)
+    if cfg.trainer.sync_batchnorm and (cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError([("trainer.sync_batchnorm", " = True: torch's SyncBatchNorm runs on GPUs only; set it "
+                            "to false on CPUs (or use a model without batch norm: model.batchnorm=false)")])
+    out = _output_dir(cfg.output_dir)
+    with _RunLock(out):
+        return _fit(cfg, out, callbacks, trust_code)
+
+
+def _output_dir(path) -> Path:
+    """``output_dir`` as a Path, or a clear error if it cannot be a folder."""
+    out = Path(path).expanduser()
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError([("output_dir", f" = {str(path)!r}: {p} is a file, not a folder; choose another "
+                                    "output_dir")])
+            break
+    return out
+
+
+class _RunLock:
+    """One run per output_dir: an exclusive lock on ``output_dir/.lock`` holding the PID (a second
+    run refuses, naming the first); taken by the first process of a distributed run only."""
+
+    def __init__(self, out: Path):
+        self.out, self.fd = out, None
+
+    def __enter__(self):
+        import os
+
+        if any(int(os.environ.get(v, "0") or 0) != 0 for v in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")):
+            return self
+        import fcntl
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / ".lock"
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            self.fd = None
+            raise RunLockedError(f"output_dir {self.out} is in use by another run (PID {other}); wait for it to "
+                                 "finish, or give this run another output_dir") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            import os
+
+            os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)
+        return False
+
+
+class RunLockedError(ValueError):
+    """Another run holds the output_dir."""
+
+
+def _fit(cfg: Config, out: Path, callbacks, trust_code: bool) -> FitResult:
     import lightning.pytorch as pl
 
     from .checkpoint import read_checkpoint
     from .datamodule import SphereDataModule
     from .module import SphereTask, build_model
 
-    cfg = load_train_config(config, overrides, trust_code=trust_code)
-    if cfg.trainer.sync_batchnorm and (cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()):
-        raise ConfigError([("trainer.sync_batchnorm", " = True: torch's SyncBatchNorm runs on GPUs only; set it "
-                            "to false on CPUs (or use a model without batch norm: model.batchnorm=false)")])
-    out = Path(cfg.output_dir).expanduser()
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     splits = build_data(cfg)
     input_stats = training_statistics(splits.train, "inputs") if cfg.data.standardize_inputs else None
@@ -240,12 +321,11 @@ def _load(checkpoint, trust_code: bool = False):
 
 
 def evaluate(checkpoint, *, split: str = "test", overrides=None, batch_size: int | None = None,
-             accelerator: str = "auto", devices=1, progress_bar: bool = False,
-             trust_code: bool = False) -> dict[str, float]:
+             device: str = "auto", progress_bar: bool = False, trust_code: bool = False) -> dict[str, float]:
     """Metrics of a checkpoint on a split (``test``, ``val`` or ``train``) of
     the data set it was trained on; ``overrides`` change the data
     (``["data.noise=0.5"]``). Metric names are those of ``metrics.json``
-    (``test_acc``, ``val_mse``, ...)."""
+    (``test_acc``, ``val_mse``, ...). ``device``: ``auto``, ``cpu`` or ``cuda``."""
     import lightning.pytorch as pl
 
     from .checkpoint import CheckpointError
@@ -263,11 +343,32 @@ def evaluate(checkpoint, *, split: str = "test", overrides=None, batch_size: int
     if ds is None:
         raise ValueError(f"dataset {cfg.data.name!r} has no {split} split")
     dm = SphereDataModule(splits, batch_size or cfg.trainer.batch_size, cfg.trainer.seed, cfg.data.num_workers)
+    device = resolve_device(device)
+    accelerator, devices = ("gpu", [int(device.partition(":")[2] or 0)]) if device.startswith("cuda") else ("cpu", 1)
     trainer = pl.Trainer(accelerator=accelerator, devices=devices, precision=cfg.trainer.precision, logger=False,
                          enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
                          use_distributed_sampler=False)
     res = trainer.test(module, dataloaders=dm._loader(ds, False, False), verbose=False)
     return {f"{split}_{k.removeprefix('test_')}": float(v) for k, v in res[0].items()}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` (a GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``, checked.
+
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    device = str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was asked for, but there is no CUDA device here; use --device cpu "
+                             "(or auto)")
+        return device
+    raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 def predict(checkpoint, inputs, *, batch_size: int = 32, device: str = "cpu", check_order: bool = True,
@@ -280,6 +381,7 @@ def predict(checkpoint, inputs, *, batch_size: int = 32, device: str = "cpu", ch
     """
     from ..data.maps import check_maps
 
+    device = resolve_device(device)
     module = _load(checkpoint, trust_code)
     s = module.sampling
     if isinstance(inputs, (str, Path)):
