@@ -136,8 +136,9 @@ def _check_targets(y, x, task: str, what: str) -> None:
     if task == "segmentation" and not (y.ndim == 2 and y.shape[1] == npix and integer):
         raise ValueError(f"{what}: segmentation needs an integer class per pixel, shape [{n}, {npix}]; "
                          f"got shape {y.shape}, dtype {y.dtype}")
-    if task == "regression" and y.ndim not in (1, 2, 3):
-        raise ValueError(f"{what}: regression needs targets [n], [n, k] or [n, npix, k]; got shape {y.shape}")
+    if task == "regression" and (y.ndim not in (1, 2, 3) or (y.ndim == 3 and y.shape[1] != npix)):
+        raise ValueError(f"{what}: regression needs targets [n] or [n, k] (per map), or [n, {npix}] or "
+                         f"[n, {npix}, k] (per pixel); got shape {y.shape}")
 
 
 @register_dataset("npy", params=NpyParams, hint=_NPY_HINT)
@@ -160,6 +161,8 @@ def build_npy(sampling, task, seed, *, x, y, val_x, val_y, test_x, test_y, val_f
         _check_targets(ys, xs, task, f"{pre}y ({fy})")
         if task == "regression" and ys.ndim == 1:
             ys = ys[:, None]
+        elif task == "regression" and ys.ndim == 2 and ys.shape[1] == xs.shape[1]:
+            ys = ys[:, :, None]  # [n, npix]: one value per pixel (npix outputs per map would make no sense)
         return xs, ys
 
     train = pair(x, y, "")

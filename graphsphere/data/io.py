@@ -6,6 +6,7 @@ one writer (:func:`write_predictions`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +51,15 @@ def read_maps(path, sampling, channels: int, var: str | None = None) -> np.ndarr
 
         if not isinstance(sampling, HEALPix):
             raise ValueError(f"{path}: FITS maps are HEALPix maps, but the model is on {sampling!r}")
-        x = np.atleast_2d(hp.read_map(path, field=None, nest=sampling.nest, dtype=np.float64))
-        if x.shape[-1] != 12 * sampling.nside**2:
-            raise ValueError(f"{path}: maps of {x.shape[-1]} pixels, but the model is on {sampling!r}")
+        from .skymaps import read_map_file
+
+        # NESTED at the model's nside (resampled and said so when the file differs), UNSEEN as NaN
+        x = read_map_file(path, sampling.nside)                          # [1, npix, fields]
+        if not sampling.nest:
+            x = np.stack([hp.reorder(x[0, :, c], n2r=True) for c in range(x.shape[2])], -1)[None]
         x = x[:, sampling.pixels]  # partial sky: the model's pixels
-        if np.any(x == hp.UNSEEN):
-            raise ValueError(f"{path}: the map is unobserved (UNSEEN) on pixels the model needs")
-        x = x.T[None] if x.shape[0] == channels else x[:, :, None]
+        if x.shape[2] != channels and channels == 1:
+            x = np.moveaxis(x, 2, 0)                                     # several fields, one channel: samples
     elif name.endswith(".nc"):
         from scipy.io import netcdf_file
 
@@ -81,15 +84,31 @@ def write_predictions(pred: np.ndarray, path, sampling, task: str) -> Path:
 
     FITS holds maps: one column per input map, the predicted class
     (segmentation) or value (dense regression with one output) per pixel;
-    partial skies are written as partial maps.
+    partial skies are written as partial maps; pixels without any observed
+    input are ``UNSEEN`` (NaN in ``.npy`` and ``.nc``). Every file is written
+    to a temporary name and renamed: a crash leaves no half file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     name = path.name.lower()
-    s = sampling
+    if not name.endswith((".npy", ".nc", ".fits", ".fit")):
+        raise ValueError(f"{path}: unknown output format; use .npy, .nc or .fits")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        _write(pred, tmp, path, sampling, task)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _write(pred: np.ndarray, path: Path, shown: Path, sampling, task: str) -> None:
+    s, name = sampling, shown.name.lower()
     dense = pred.ndim == 3
     if name.endswith(".npy"):
-        np.save(path, pred)
+        with open(path, "wb") as f:
+            np.save(f, pred)
     elif name.endswith(".nc"):
         from scipy.io import netcdf_file
 
@@ -114,20 +133,18 @@ def write_predictions(pred: np.ndarray, path, sampling, task: str) -> Path:
         import healpy as hp
 
         if not dense or not isinstance(s, HEALPix):
-            raise ValueError(f"{path}: FITS holds HEALPix maps, but this model predicts "
+            raise ValueError(f"{shown}: FITS holds HEALPix maps, but this model predicts "
                              f"{'non-HEALPix maps' if dense else 'one vector per map'} (shape {pred.shape}); "
                              "write .npy or .nc instead")
+        missing = ~np.isfinite(pred).all(-1)                 # pixels without inputs: UNSEEN in the file
         if task == "segmentation":
-            maps = pred.argmax(-1).astype(np.float32)
+            maps = np.where(missing, hp.UNSEEN, np.nan_to_num(pred).argmax(-1)).astype(np.float32)
         elif pred.shape[-1] == 1:
-            maps = pred[..., 0].astype(np.float32)
+            maps = np.where(missing, hp.UNSEEN, pred[..., 0]).astype(np.float32)
         else:
-            raise ValueError(f"{path}: {pred.shape[-1]} outputs per pixel; FITS takes one map per input here, "
+            raise ValueError(f"{shown}: {pred.shape[-1]} outputs per pixel; FITS takes one map per input here, "
                              "write .npy or .nc instead")
         full = np.full((maps.shape[0], 12 * s.nside**2), hp.UNSEEN, dtype=np.float32)
         full[:, s.pixels] = maps
         hp.write_map(str(path), list(full), nest=s.nest, partial=not s.full_sphere, overwrite=True,
                      column_names=[f"MAP{i}" for i in range(len(full))], dtype=np.float32)
-    else:
-        raise ValueError(f"{path}: unknown output format; use .npy, .nc or .fits")
-    return path

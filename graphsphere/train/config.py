@@ -76,9 +76,10 @@ class SamplingConfig(BaseModel):
 
 class DataConfig(BaseModel):
     """``name`` of a registered dataset builder (``synthetic``, ``npy``,
-    ``patches``, ``cosmology``, or yours, see
-    :func:`graphsphere.data.register_dataset`) and its parameters, checked by
-    the builder's own schema; plus how the engine feeds the data."""
+    ``patches``, ``maps``, ``cosmology``, ``shapes``, or yours: registered with
+    :func:`graphsphere.data.register_dataset`, or ``"package.module:function"``
+    with ``trust_code``) and its parameters, checked by the builder's own
+    schema; plus how the engine feeds the data."""
 
     model_config = ConfigDict(extra="allow")
     name: str = "synthetic"
@@ -88,6 +89,9 @@ class DataConfig(BaseModel):
     standardize_inputs: bool = True
     #: Regression: standardise each target the same way; predictions and metrics are in the data's units.
     standardize_targets: bool = True
+    #: NaN in the inputs (missing pixels): "error", "fill" (with the training mean), or "flag" (fill, and add
+    #: one channel per input channel: 1 where observed, 0 where filled).
+    missing_inputs: Literal["error", "fill", "flag"] = "error"
     _params: Any = PrivateAttr(default=None)
 
     @property
@@ -96,8 +100,9 @@ class DataConfig(BaseModel):
         return dict(self._params)
 
     @model_validator(mode="after")
-    def _check(self):
-        self._params = validate_params(self.name, dict(self.model_extra or {}))
+    def _check(self, info: ValidationInfo):
+        trust = bool((info.context or {}).get("trust_code"))
+        self._params = validate_params(self.name, dict(self.model_extra or {}), trust)
         # The defaults join the given values: config.yaml and checkpoints then say every parameter the
         # data were made with (a default changed later is not mistaken for the same run).
         self.__pydantic_extra__.update(self._params.model_dump(mode="json"))

@@ -72,26 +72,35 @@ class FitResult:
     module: Any = field(repr=False, default=None)
 
 
-def build_data(cfg: Config):
+def build_data(cfg: Config, trust_code: bool = False):
     """The :class:`~graphsphere.data.Splits` a validated config describes."""
     sampling = cfg.sampling.build() if cfg.sampling is not None else None
     seed = cfg.data.seed if cfg.data.seed is not None else cfg.trainer.seed
-    return build_splits(cfg.data.name, cfg.data.params, sampling, cfg.task, seed)
+    return build_splits(cfg.data.name, cfg.data.params, sampling, cfg.task, seed, trust_code)
 
 
-def training_statistics(dataset, what: str = "inputs", batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def training_statistics(dataset, what: str = "inputs", batch_size: int = 64,
+                        n_out: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std (float64 sums, then float32) of a dataset's
-    inputs ``x [npix, C]`` or targets ``y`` (last axis: outputs), over every
-    sample and pixel. A channel with zero spread gets std 1."""
+    inputs ``x [npix, C]`` or targets ``y`` (``n_out`` outputs on the last
+    axis), over every sample and pixel that holds a value (NaN, missing, and
+    entries of weight 0 are left out). A channel with zero spread gets std 1."""
     from torch.utils.data import DataLoader
 
     total = total_sq = count = None
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        t = batch[0] if what == "inputs" else batch[1]
-        t = t.double()
-        t = t.reshape(-1, t.shape[-1]) if (what == "inputs" or t.dim() > 1) else t.reshape(-1, 1)
-        s, s2, n = t.sum(0), (t * t).sum(0), t.shape[0]
+        t = (batch[0] if what == "inputs" else batch[1]).double()
+        c = t.shape[-1] if what == "inputs" else (n_out or 1)
+        ok = torch.isfinite(t)
+        if what == "targets" and len(batch) == 3:                # per-sample or per-pixel weights
+            w = batch[2].double()
+            ok &= (w.reshape(w.shape + (1,) * (t.dim() - w.dim())) > 0).expand_as(t)
+        t, ok = t.reshape(-1, c), ok.reshape(-1, c)
+        t = torch.where(ok, t, torch.zeros((), dtype=t.dtype))
+        s, s2, n = t.sum(0), (t * t).sum(0), ok.sum(0)
         total, total_sq, count = (s, s2, n) if total is None else (total + s, total_sq + s2, count + n)
+    if total is None or (count == 0).any():
+        raise ValueError(f"the training split holds no value of some {what[:-1]} channel (all missing)")
     mean = total / count
     std = (total_sq / count - mean**2).clamp(min=0).sqrt()
     std = torch.where(std > 1e-12 * mean.abs().clamp(min=1e-30), std, torch.ones_like(std))
@@ -264,11 +273,12 @@ def _fit(cfg: Config, out: Path, callbacks, trust_code: bool) -> FitResult:
     from .module import SphereTask, build_model
 
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    splits = build_data(cfg)
+    splits = build_data(cfg, trust_code)
     input_stats = training_statistics(splits.train, "inputs") if cfg.data.standardize_inputs else None
-    target_stats = (training_statistics(splits.train, "targets")
+    target_stats = (training_statistics(splits.train, "targets", n_out=splits.n_out)
                     if cfg.data.standardize_targets and cfg.task == "regression" else None)
-    model = build_model(cfg.model, cfg.task, splits.sampling, splits.in_channels, splits.n_out, trust_code)
+    model_channels = splits.in_channels * (2 if cfg.data.missing_inputs == "flag" else 1)
+    model = build_model(cfg.model, cfg.task, splits.sampling, model_channels, splits.n_out, trust_code)
     module = SphereTask(cfg, model, splits.sampling, splits.in_channels, splits.n_out, splits.class_names,
                         input_stats=input_stats, target_stats=target_stats)
     seed = cfg.data.seed if cfg.data.seed is not None else cfg.trainer.seed
@@ -335,7 +345,7 @@ def evaluate(checkpoint, *, split: str = "test", overrides=None, batch_size: int
         raise ValueError(f"split must be 'test', 'val' or 'train', got {split!r}")
     module = _load(checkpoint, trust_code)
     cfg = load_train_config(module.config, overrides, trust_code=trust_code) if overrides else module.config
-    splits = build_data(cfg)
+    splits = build_data(cfg, trust_code)
     if splits.sampling != module.sampling or splits.in_channels != module.in_channels:
         raise CheckpointError(f"the data ({splits.sampling!r}, {splits.in_channels} channels) do not match the "
                               f"model ({module.sampling!r}, {module.in_channels} channels)")
@@ -396,5 +406,8 @@ def predict(checkpoint, inputs, *, batch_size: int = 32, device: str = "cpu", ch
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             xb = torch.tensor(np.asarray(x[i:i + batch_size], dtype=np.float32), device=device)
-            outs.append(module.postprocess(module(xb)).cpu().numpy())
+            out = module.postprocess(module(xb))
+            if out.dim() == 3:  # per-pixel outputs: none where no input channel was observed
+                out[~torch.isfinite(xb).any(-1)] = float("nan")
+            outs.append(out.cpu().numpy())
     return np.concatenate(outs)

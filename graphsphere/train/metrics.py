@@ -62,14 +62,28 @@ class _Flat(torch.nn.Module):
         self.collection, self.n_out, self.dense = collection, n_out, dense
 
     @torch.no_grad()
-    def update(self, output: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Rows that do not count are left out: regression rows with a NaN target, segmentation labels
+        -1, and rows of ``weight`` 0 (per sample ``[B]`` or per pixel ``[B, V]``)."""
         output = output.detach().float()
+        n = self.n_out
         if self.dense is None:  # regression: one row per value vector
-            self.collection.update(output.reshape(-1, self.n_out).squeeze(-1),
-                                   target.reshape(-1, self.n_out).squeeze(-1).float())
+            out, tgt = output.reshape(-1, n), target.reshape(-1, n).float()
+            keep = torch.isfinite(tgt).all(-1)
+        else:
+            out, tgt = output.reshape(-1, n), target.reshape(-1).long()
+            keep = tgt >= 0
+        if weight is not None:
+            rows = out.shape[0] // weight.shape[0]              # rows per sample: 1, or the pixels
+            w = weight.reshape(weight.shape[0], -1).to(keep.device)
+            keep &= (w.expand(-1, rows) if w.shape[1] == 1 else w).reshape(-1) > 0
+        if not keep.any():
             return
-        probs = output.reshape(-1, self.n_out).softmax(-1)
-        self.collection.update(probs, target.reshape(-1).long())
+        out, tgt = out[keep], tgt[keep]
+        if self.dense is None:
+            self.collection.update(out.squeeze(-1), tgt.squeeze(-1))
+        else:
+            self.collection.update(out.softmax(-1), tgt)
 
     def compute(self) -> dict[str, torch.Tensor]:
         return flatten_metrics(self.collection.compute())

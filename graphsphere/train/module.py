@@ -145,7 +145,8 @@ class SphereTask(pl.LightningModule):
         meta = ckpt["graphsphere"]
         cfg = load_train_config(meta["config"], trust_code=trust_code)
         sampling = from_state(meta["sampling"])
-        model = build_model(cfg.model, cfg.task, sampling, meta["in_channels"], meta["n_out"], trust_code)
+        model_channels = meta["in_channels"] * (2 if cfg.data.missing_inputs == "flag" else 1)
+        model = build_model(cfg.model, cfg.task, sampling, model_channels, meta["n_out"], trust_code)
         std = meta.get("standardize") or {}
         # placeholders of the right size: the state_dict fills in the statistics
         module = cls(cfg, model, sampling, meta["in_channels"], meta["n_out"], meta.get("class_names"),
@@ -176,44 +177,80 @@ class SphereTask(pl.LightningModule):
             self._pending_rng = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's raw output (logits, or standardised values) for raw inputs."""
-        return self.model(self.input_norm(x) if self.input_norm is not None else x)
+        """The model's raw output (logits, or standardised values) for raw inputs: standardised, and
+        missing values (NaN) handled as ``data.missing_inputs`` says."""
+        if self.input_norm is not None:
+            x = self.input_norm(x)
+        missing = self.config.data.missing_inputs
+        if missing != "error":
+            observed = torch.isfinite(x)
+            # 0 is the training mean once standardised (the raw value 0 otherwise)
+            x = torch.where(observed, x, torch.zeros((), dtype=x.dtype, device=x.device))
+            if missing == "flag":
+                x = torch.cat([x, observed.to(x.dtype)], dim=-1)
+        elif not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+            raise ValueError("the inputs hold NaN or Inf (missing pixels?): set data.missing_inputs: fill (replace them "
+                             "by the training mean) or flag (the same, plus one observed/missing channel per input "
+                             "channel), or clean the data")
+        return self.model(x)
 
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The task's loss over the entries that count: regression targets that are NaN and
+        segmentation labels -1 are left out, and ``weight`` (per sample ``[B]`` or per pixel
+        ``[B, V]``, 0 to leave out) weighs the rest. A masked target never reaches a gradient."""
         if self.task == "regression":
-            y = y.reshape(out.shape) if out.shape != y.shape else y
+            y = y.reshape(out.shape) if out.shape != y.shape and y.numel() == out.numel() else y
             if self.target_norm is not None:
                 y = self.target_norm(y)
-            return F.mse_loss(out.float(), y.float())
-        return F.cross_entropy(out.reshape(-1, self.n_out).float(), y.reshape(-1))
+            w = torch.isfinite(y).to(torch.float32)
+            if weight is not None:
+                w = w * _broadcast(weight, w)
+            # masked targets become 0 before the difference: no NaN, no overflow, no gradient from them
+            y = torch.where(w > 0, y.float(), torch.zeros((), device=y.device))
+            err = (out.float() - y) ** 2
+            return (err * w).sum() / w.sum().clamp(min=1e-12)
+        target = y.reshape(-1).long()
+        w = (target >= 0).to(torch.float32)
+        if weight is not None:
+            w = w * _broadcast(weight, y.to(torch.float32)).reshape(-1)
+        ce = F.cross_entropy(out.reshape(-1, self.n_out).float(), target.clamp(min=0), reduction="none")
+        return (ce * w).sum() / w.sum().clamp(min=1e-12)
 
-    def _check_output(self, out: torch.Tensor, x: torch.Tensor) -> None:
+    def _check_output(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+        model = self.config.model.type
         if self.task == "segmentation":
             want = (x.shape[0], x.shape[1], self.n_out)
         elif self.task == "classification":
             want = (x.shape[0], self.n_out)
         else:
+            dense_target = y.dim() >= 2 and y.shape[1] == x.shape[1] and (y.dim() == 3 or self.n_out == 1)
+            if dense_target and out.dim() != 3:
+                raise ValueError(f"the targets are per pixel ({tuple(y.shape)}) but {model} outputs one vector per map "
+                                 f"({tuple(out.shape)}): use a per-vertex model such as SphericalUNet")
+            if not dense_target and out.dim() == 3:
+                raise ValueError(f"the targets are one vector per map ({tuple(y.shape)}) but {model} outputs one per "
+                                 f"pixel ({tuple(out.shape)}): use SphericalCNN, or give per-pixel targets [n, npix(, k)]")
             return
         if tuple(out.shape) != want:
-            raise ValueError(f"{self.config.model.type} returned shape {tuple(out.shape)} for task {self.task!r}, "
+            raise ValueError(f"{model} returned shape {tuple(out.shape)} for task {self.task!r}, "
                              f"expected {want} ([batch, classes] for classification, [batch, pixels, classes] for "
                              "segmentation)")
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
+        x, y, w = _unpack(batch)
         out = self(x)
-        self._check_output(out, x)
-        loss = self.loss(out, y)
+        self._check_output(out, x, y)
+        loss = self.loss(out, y, w)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0],
                  sync_dist=True)
         return loss
 
     def _eval_step(self, batch, metrics, prefix: str):
-        x, y = batch
+        x, y, w = _unpack(batch)
         out = self(x)
-        self._check_output(out, x)
-        loss = self.loss(out, y)
-        metrics.update(self.in_data_units(out), y)
+        self._check_output(out, x, y)
+        loss = self.loss(out, y, w)
+        metrics.update(self.in_data_units(out), y, w)
         self.log(f"{prefix}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0],
                  sync_dist=True)
         return loss
@@ -237,7 +274,7 @@ class SphereTask(pl.LightningModule):
         self._log_metrics(self.test_metrics, "test")
 
     def predict_step(self, batch, batch_idx):
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x = _unpack(batch)[0] if isinstance(batch, (tuple, list)) else batch
         return self.postprocess(self(x))
 
     def in_data_units(self, out: torch.Tensor) -> torch.Tensor:
@@ -272,6 +309,19 @@ class SphereTask(pl.LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.config.trainer.monitor,
                                                        "interval": "epoch"}}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": o.interval}}
+
+
+def _unpack(batch):
+    """``(x, y, weight)`` of a batch of ``(x, y)`` or ``(x, y, weight)`` samples."""
+    if len(batch) == 3:
+        return batch[0], batch[1], batch[2]
+    return batch[0], batch[1], None
+
+
+def _broadcast(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``[B]`` or per-pixel ``[B, V]`` weights shaped to multiply ``like`` ([B, ...])."""
+    weight = weight.to(device=like.device, dtype=like.dtype)
+    return weight.reshape(weight.shape + (1,) * (like.dim() - weight.dim()))
 
 
 def _unit_stats(n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,222 @@
+"""A scientist's own maps: masks and missing values everywhere, normalisation in the data's units,
+spatial splits of one sky, FITS in any ordering, shape errors, and a masked full-sky regression from a
+YAML config through train, evaluate and predict."""
+
+import healpy as hp
+import numpy as np
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("lightning")
+
+import graphsphere as gs  # noqa: E402
+from graphsphere.cli import main  # noqa: E402
+from graphsphere.data.skymaps import read_map_file, region_codes  # noqa: E402
+from graphsphere.train import fit, predict  # noqa: E402
+from graphsphere.train.config import load_train_config  # noqa: E402
+from graphsphere.train.module import SphereTask, build_model  # noqa: E402
+
+S = gs.sampling.HEALPix(nside=4)
+
+
+def task_module(task, n_out, model="SphericalUNet"):
+    cfg = load_train_config({"task": task, "sampling": {"type": "HEALPix", "nside": 4},
+                             "model": {"type": model, "channels": [4, 4] if model == "SphericalUNet" else [4],
+                                       "K": 2}})
+    torch.manual_seed(0)
+    m = build_model(cfg.model, task, S, 2, n_out)
+    return SphereTask(cfg, m, S, 2, n_out, target_stats=(torch.tensor([3.0]), torch.tensor([2.0]))
+                      if task == "regression" else None)
+
+
+def loss_grads_metrics(module, x, y, w):
+    module.zero_grad()
+    module.val_metrics.reset()
+    out = module(x)
+    loss = module.loss(out, y, w)
+    loss.backward()
+    module.val_metrics.update(module.in_data_units(out), y, w)
+    grads = [p.grad.clone() for p in module.parameters() if p.grad is not None]
+    return loss.detach(), grads, {k: float(v) for k, v in module.val_metrics.compute().items()}
+
+
+@pytest.mark.parametrize("task", ["regression", "segmentation", "classification"])
+def test_masked_targets_change_nothing(task):
+    """Any value, NaN included, under the mask: the same loss, gradients and metrics."""
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((3, S.npix, 2)).astype(np.float32))
+    if task == "classification":
+        module = task_module(task, 3, "SphericalCNN")
+        y = torch.tensor([0, 2, 1])
+        w = torch.tensor([1.0, 0.0, 1.0])                      # sample 1 left out
+        y2 = torch.tensor([0, 0, 1])                           # ... whatever its label
+        changed = [(y2, w)]
+    else:
+        module = task_module(task, 1 if task == "regression" else 3)
+        w = torch.from_numpy((rng.random((3, S.npix)) > 0.3).astype(np.float32))
+        if task == "regression":
+            y = torch.from_numpy(rng.standard_normal((3, S.npix, 1)).astype(np.float32) * 2 + 3)
+            y[0, :10] = float("nan")                            # unknown targets: as if their weight were 0
+            masked = (w == 0)[..., None]
+            changed = [(torch.where(masked, torch.full_like(y, v), y), w) for v in (float("nan"), 1e30, -7.0)]
+            w_nan = w.clone()
+            w_nan[0, :10] = 0                                   # ... so NaN targets = weight 0, any value
+            changed.append((torch.where(torch.isnan(y), torch.full_like(y, 1e30), y), w_nan))
+        else:
+            y = torch.from_numpy(rng.integers(0, 3, (3, S.npix)))
+            y[1, :20] = -1                                      # unlabelled pixels: as if their weight were 0
+            masked = w == 0
+            changed = [(torch.where(masked, torch.full_like(y, v), y), w) for v in (-1, 2)]
+            w_unlabelled = w.clone()
+            w_unlabelled[1, :20] = 0
+            changed.append((torch.where(y < 0, torch.full_like(y, 1), y), w_unlabelled))
+    ref = loss_grads_metrics(module, x, y, w)
+    assert torch.isfinite(ref[0]) and ref[2]
+    for y2, w2 in changed:
+        got = loss_grads_metrics(module, x, y2, w2)
+        assert torch.equal(got[0], ref[0])
+        assert all(torch.equal(a, b) for a, b in zip(got[1], ref[1]))
+        assert got[2] == ref[2]
+    if task == "regression":                                   # and the mask does something
+        unmasked = loss_grads_metrics(module, x, torch.nan_to_num(y, nan=3.0), None)
+        assert not torch.equal(unmasked[0], ref[0])
+
+
+def test_missing_inputs_error_fill_and_flag():
+    cfg = {"task": "regression", "sampling": {"type": "HEALPix", "nside": 4},
+           "model": {"type": "SphericalUNet", "channels": [4, 4], "K": 2}}
+    x = torch.randn(2, S.npix, 2)
+    x[0, 5, 1] = float("nan")
+    for missing, cin in (("error", 2), ("fill", 2), ("flag", 4)):
+        c = load_train_config({**cfg, "data": {"missing_inputs": missing}})
+        m = SphereTask(c, build_model(c.model, "regression", S, cin, 1), S, 2, 1)
+        if missing == "error":
+            with pytest.raises(ValueError, match="missing_inputs: fill"):
+                m(x)
+        else:
+            assert torch.isfinite(m(x)).all()
+    seen = {}
+
+    def spy(module, args):
+        seen["x"] = args[0]
+
+    c = load_train_config({**cfg, "data": {"missing_inputs": "flag"}})
+    m = SphereTask(c, build_model(c.model, "regression", S, 4, 1), S, 2, 1,
+                   input_stats=(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 4.0])))
+    m.model.register_forward_pre_hook(spy)
+    m(x)
+    got = seen["x"]
+    assert got.shape == (2, S.npix, 4)
+    assert got[0, 5, 1] == 0 and got[0, 5, 3] == 0 and got[0, 5, 2] == 1         # filled at the mean, flagged
+    assert got[1, 7, 0] == pytest.approx((float(x[1, 7, 0]) - 1) / 2)
+
+
+def test_region_splits_are_disjoint_whole_parents_with_a_buffer():
+    codes = region_codes(16, 2, (0.2, 0.2), seed=3)
+    parents = codes.reshape(48, 64)
+    assert np.all(parents == parents[:, :1])                                    # whole parent pixels
+    assert sorted(np.unique(codes)) == [0, 1, 2]
+    np.testing.assert_array_equal(np.bincount(parents[:, 0]), [28, 10, 10])     # round(0.2 * 48) = 10 each
+    buffered = region_codes(16, 2, (0.2, 0.2), seed=3, buffer=2)
+    np.testing.assert_array_equal(buffered[buffered >= 0], codes[buffered >= 0])  # only training pixels lost
+    lost = np.flatnonzero(buffered < 0)
+    assert lost.size and np.all(codes[lost] == 0)
+    # every lost pixel is within 2 steps of a held-out pixel, and no kept training pixel is next to one
+    held = codes > 0
+    nb = hp.get_all_neighbours(16, np.flatnonzero(buffered == 0), nest=True)
+    assert not held[nb[nb >= 0]].any()
+    assert not np.array_equal(region_codes(16, 2, (0.2, 0.2), seed=4), codes)    # seeded
+
+
+def test_fits_in_ring_order_with_unseen_pixels_read_nested_with_nan(tmp_path):
+    np.random.seed(1)
+    ring = hp.synfast(1 / (1 + np.arange(24.0)) ** 2, 8)
+    ring[[0, 100, 500]] = hp.UNSEEN
+    hp.write_map(str(tmp_path / "m.fits"), ring, nest=False)
+    m = read_map_file(tmp_path / "m.fits")
+    nested = hp.reorder(ring, r2n=True)
+    assert m.shape == (1, 768, 1)
+    np.testing.assert_array_equal(np.isnan(m[0, :, 0]), nested == hp.UNSEEN)
+    np.testing.assert_allclose(m[0, nested != hp.UNSEEN, 0], nested[nested != hp.UNSEEN], rtol=1e-6)
+    coarse = read_map_file(tmp_path / "m.fits", nside=4)                       # averaged children, NaN skipped
+    ref = hp.ud_grade(nested, 4, order_in="NESTED", order_out="NESTED", pess=False)
+    np.testing.assert_allclose(coarse[0, :, 0], ref, rtol=1e-5)
+
+
+def test_targets_shapes_are_checked(tmp_path):
+    x = np.random.default_rng(0).standard_normal((8, S.npix)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "dense.npy", x * 2)                                      # [n, npix]: per pixel
+    base = {"task": "regression", "output_dir": str(tmp_path / "r"), "sampling": {"type": "HEALPix", "nside": 4},
+            "data": {"name": "npy", "x": str(tmp_path / "x.npy"), "y": str(tmp_path / "dense.npy"),
+                     "check_order": False, "val_fraction": 0.25},
+            "trainer": {"max_epochs": 1, "batch_size": 2, "progress_bar": False, "loggers": ["csv"]}}
+    with pytest.raises(ValueError, match="targets are per pixel .* use a per-vertex model such as SphericalUNet"):
+        fit({**base, "model": {"type": "SphericalCNN", "channels": [4], "K": 2}})
+    r = fit({**base, "model": {"type": "SphericalUNet", "channels": [4, 4], "K": 2}})
+    assert predict(r.best_checkpoint, x[:2], check_order=False).shape == (2, S.npix, 1)
+    np.save(tmp_path / "bad.npy", np.zeros((8, 5, 2)))
+    with pytest.raises(ValueError, match=r"regression needs targets \[n\] or \[n, k\]"):
+        fit({**base, "data": {**base["data"], "y": str(tmp_path / "bad.npy")},
+             "model": {"type": "SphericalUNet", "channels": [4, 4], "K": 2}})
+
+
+def _sky(tmp_path, nside=8):
+    """Two physical-looking maps: y = 2 x + smoothed x + 5, in kelvin; x in RING FITS, a land mask."""
+    rng = np.random.default_rng(2)
+    np.random.seed(2)
+    x = hp.synfast(1 / (1 + np.arange(3 * nside)) ** 2, nside) * 10 + 280               # RING
+    smooth = hp.smoothing(x - 280, fwhm=np.radians(20), iter=1, use_pixel_weights=False)
+    y = 2 * (x - 280) + 3 * smooth + 5 + 0.1 * rng.standard_normal(x.size)
+    land = hp.ang2pix(nside, *hp.pix2ang(nside, np.arange(x.size)))                     # placeholder ids
+    land = (np.cos(np.radians(hp.pix2ang(nside, np.arange(x.size), lonlat=True)[0] * 3)) > 0.7)
+    x_masked = np.where(land, hp.UNSEEN, x)                                              # no input on land
+    y_masked = np.where(land, hp.UNSEEN, y)                                              # nor target
+    hp.write_map(str(tmp_path / "x.fits"), x_masked, nest=False)
+    hp.write_map(str(tmp_path / "y.fits"), y_masked, nest=False)
+    return land
+
+
+def test_masked_full_sky_regression_from_yaml_through_the_command_line(tmp_path, capsys):
+    land = _sky(tmp_path)
+    cfg = {"task": "regression", "output_dir": str(tmp_path / "run"),
+           "sampling": {"type": "HEALPix", "nside": 8},
+           "data": {"name": "maps", "inputs": [str(tmp_path / "x.fits")], "targets": str(tmp_path / "y.fits"),
+                    "split": "regions", "region_nside": 2, "val_fraction": 0.2, "test_fraction": 0.2,
+                    "missing_inputs": "flag"},
+           "model": {"type": "SphericalUNet", "channels": [8, 16], "K": 3},
+           "optim": {"lr": 0.01},
+           "trainer": {"max_epochs": 25, "batch_size": 1, "progress_bar": False, "loggers": ["csv"],
+                       "checkpoint_every_n_steps": 0}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "c.yaml")]) == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    assert main(["evaluate", str(ckpt), "--json", str(tmp_path / "m.json")]) == 0
+    import json
+
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["test_r2"] > 0.5, metrics                                            # held-out regions
+    assert main(["predict", str(ckpt), str(tmp_path / "x.fits"), "--out", str(tmp_path / "pred.fits")]) == 0
+    pred = hp.read_map(str(tmp_path / "pred.fits"), nest=True)
+    land_nest = hp.reorder(land.astype(float), r2n=True) > 0.5
+    assert pred.shape == (768,) and np.all(pred[land_nest] == hp.UNSEEN) and np.all(pred[~land_nest] != hp.UNSEEN)
+    truth = hp.reorder(hp.read_map(str(tmp_path / "y.fits")), r2n=True)
+    ok = ~land_nest
+    assert np.corrcoef(pred[ok], truth[ok])[0, 1] > 0.8                                   # in kelvin, not z-scores
+    assert abs(pred[ok].mean() - truth[ok].mean()) < 0.3 * truth[ok].std()
+
+
+def test_target_statistics_come_from_training_pixels_only(tmp_path):
+    from graphsphere.train.engine import build_data, training_statistics
+
+    _sky(tmp_path)
+    cfg = load_train_config({"task": "regression", "sampling": {"type": "HEALPix", "nside": 8},
+                             "data": {"name": "maps", "inputs": [str(tmp_path / "x.fits")],
+                                      "targets": str(tmp_path / "y.fits"), "region_nside": 2}})
+    splits = build_data(cfg)
+    mean, std = training_statistics(splits.train, "targets", n_out=1)
+    x, y, w = splits.train[0]
+    keep = (w > 0) & torch.isfinite(y[:, 0])
+    assert float(mean) == pytest.approx(float(y[keep, 0].double().mean()), rel=1e-5)
+    assert float(std) == pytest.approx(float(y[keep, 0].double().std(unbiased=False)), rel=1e-4)
