@@ -33,7 +33,8 @@ __all__ = ["Splits", "DatasetEntry", "register_dataset", "dataset_entry", "datas
 
 #: The data sets graphsphere ships, by name: the module whose import registers them.
 BUILTIN_DATASETS = {"synthetic": "graphsphere.data.datasets", "npy": "graphsphere.data.datasets",
-                    "patches": "graphsphere.data.datasets", "cosmology": "graphsphere.data.datasets"}
+                    "patches": "graphsphere.data.datasets", "cosmology": "graphsphere.data.datasets",
+                    "shapes": "graphsphere.data.shapes", "maps": "graphsphere.data.skymaps"}
 
 
 @dataclass
@@ -100,29 +101,42 @@ def dataset_names() -> list[str]:
     return sorted({*BUILTIN_DATASETS, *_DATASETS})
 
 
-def dataset_entry(name: str) -> DatasetEntry:
-    """The registered builder of ``name`` (importing a built-in's module on first use)."""
+def dataset_entry(name: str, trust_code: bool = False) -> DatasetEntry:
+    """The registered builder of ``name`` (importing a built-in's module on first use), or, with
+    ``trust_code``, a builder function given as ``"package.module:function"`` (code outside
+    graphsphere: a config names it, so it runs only when the user says the config is trusted)."""
     if name not in _DATASETS and name in BUILTIN_DATASETS:
         importlib.import_module(BUILTIN_DATASETS[name])
+    if name not in _DATASETS and ":" in name:
+        if not trust_code:
+            raise ConfigError([("data.name", f" = {name!r}: a builder outside graphsphere runs only when you trust "
+                                "the config: pass --trust-code (trust_code=True in Python), or register it with "
+                                "graphsphere.data.register_dataset")])
+        module, _, attr = name.partition(":")
+        try:
+            builder = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError([("data.name", f" = {name!r}: cannot import it ({e})")]) from None
+        register_dataset(name)(builder)
     if name not in _DATASETS:
         raise ConfigError([("data.name", f" = {name!r}: unknown dataset; allowed: {dataset_names()} "
                             "(or register one with graphsphere.data.register_dataset)")])
     return _DATASETS[name]
 
 
-def validate_params(name: str, values: dict[str, Any]) -> BaseModel:
+def validate_params(name: str, values: dict[str, Any], trust_code: bool = False) -> BaseModel:
     """The builder parameters of dataset ``name``, validated by its schema."""
-    schema = dataset_entry(name).params
+    schema = dataset_entry(name, trust_code).params
     try:
         return schema.model_validate(values)
     except ValidationError as e:
         raise ConfigError(issues_from(e, schema, ("data",))) from None
 
 
-def build_splits(name: str, params: dict[str, Any], sampling, task: str, seed: int) -> Splits:
+def build_splits(name: str, params: dict[str, Any], sampling, task: str, seed: int, trust_code: bool = False) -> Splits:
     """Build the datasets of ``name`` with (validated) ``params``; ``sampling``
     is the configured one, or None when the data bring their own."""
-    entry = dataset_entry(name)
+    entry = dataset_entry(name, trust_code)
     try:
         splits = entry.builder(sampling, task, seed, **params)
     except FileNotFoundError as e:
