@@ -34,7 +34,8 @@ __all__ = ["Splits", "DatasetEntry", "register_dataset", "dataset_entry", "datas
 #: The data sets graphsphere ships, by name: the module whose import registers them.
 BUILTIN_DATASETS = {"synthetic": "graphsphere.data.datasets", "npy": "graphsphere.data.datasets",
                     "patches": "graphsphere.data.datasets", "cosmology": "graphsphere.data.datasets",
-                    "shapes": "graphsphere.data.shapes", "maps": "graphsphere.data.skymaps"}
+                    "shapes": "graphsphere.data.shapes", "maps": "graphsphere.data.skymaps",
+                    "stations": "graphsphere.data.station_tasks"}
 
 
 @dataclass
