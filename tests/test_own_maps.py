@@ -220,3 +220,26 @@ def test_target_statistics_come_from_training_pixels_only(tmp_path):
     keep = (w > 0) & torch.isfinite(y[:, 0])
     assert float(mean) == pytest.approx(float(y[keep, 0].double().mean()), rel=1e-5)
     assert float(std) == pytest.approx(float(y[keep, 0].double().std(unbiased=False)), rel=1e-4)
+
+
+def test_class_weights_match_torch_and_balance_the_training_labels():
+    import torch.nn.functional as F
+
+    from graphsphere.train.engine import class_counts
+
+    module = task_module("segmentation", 3)
+    cw = torch.tensor([0.5, 2.0, 4.0])
+    module.class_weights = None
+    del module.class_weights
+    module.register_buffer("class_weights", cw)
+    x = torch.randn(2, S.npix, 2)
+    y = torch.randint(0, 3, (2, S.npix))
+    out = module(x)
+    ref = F.cross_entropy(out.reshape(-1, 3), y.reshape(-1), weight=cw)          # torch's weighted mean
+    torch.testing.assert_close(module.loss(out, y), ref)
+    labels = torch.tensor([[0] * 6 + [1] * 3 + [2] * 1 + [-1] * 2])                  # -1: unlabelled
+    ds = [(torch.zeros(12, 1), labels[0])]
+    counts = class_counts(ds, 3)
+    np.testing.assert_array_equal(counts.numpy(), [6, 3, 1])
+    balanced = counts.sum() / (3 * counts)                                           # sklearn's "balanced"
+    torch.testing.assert_close(balanced.float(), torch.tensor([10 / 18, 10 / 9, 10 / 3]))

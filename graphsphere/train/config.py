@@ -92,6 +92,9 @@ class DataConfig(BaseModel):
     #: NaN in the inputs (missing pixels): "error", "fill" (with the training mean), or "flag" (fill, and add
     #: one channel per input channel: 1 where observed, 0 where filled).
     missing_inputs: Literal["error", "fill", "flag"] = "error"
+    #: Classification and segmentation: weigh each class in the loss, "none", "balanced" (n / (C n_c) from the
+    #: training split's label counts, kept in the checkpoint) or one weight per class.
+    class_weights: Literal["none", "balanced"] | list[PositiveFloat] = "none"
     _params: Any = PrivateAttr(default=None)
 
     @property

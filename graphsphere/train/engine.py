@@ -176,6 +176,40 @@ def build_trainer(cfg: Config, out: Path, has_val: bool, callbacks=(), stage: st
         use_distributed_sampler=False)
 
 
+def class_counts(dataset, n_classes: int, batch_size: int = 64) -> torch.Tensor:
+    """How often each class occurs among a dataset's labels (pixels, or maps), labels -1 and weight 0
+    left out."""
+    from torch.utils.data import DataLoader
+
+    counts = torch.zeros(n_classes, dtype=torch.float64)
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        y = batch[1].reshape(-1).long()
+        keep = y >= 0
+        if len(batch) == 3:
+            w = batch[2]
+            keep &= (w.reshape(w.shape + (1,) * (batch[1].dim() - w.dim())) > 0).expand_as(batch[1]).reshape(-1)
+        counts += torch.bincount(y[keep], minlength=n_classes).double()
+    return counts
+
+
+def _class_weights(cfg: Config, splits):
+    """The loss's class weights: none, given, or balanced from the training split's label counts."""
+    cw = cfg.data.class_weights
+    if cw == "none":
+        return None
+    if cfg.task == "regression":
+        raise ConfigError([("data.class_weights", f" = {cw!r}: class weights are for classification and segmentation")])
+    if isinstance(cw, list):
+        if len(cw) != splits.n_out:
+            raise ConfigError([("data.class_weights", f" = {cw}: one weight per class ({splits.n_out}) needed")])
+        return torch.tensor(cw, dtype=torch.float32)
+    counts = class_counts(splits.train, splits.n_out)
+    if (counts == 0).any():
+        raise ValueError(f"class(es) {torch.nonzero(counts == 0).ravel().tolist()} never occur in the training split: "
+                         "balanced class weights are undefined; give data.class_weights as a list")
+    return (counts.sum() / (len(counts) * counts)).float()
+
+
 def _interactive() -> bool:
     """A progress bar only on a terminal: redirected to a file, its frames would fill it."""
     import sys
@@ -277,10 +311,11 @@ def _fit(cfg: Config, out: Path, callbacks, trust_code: bool) -> FitResult:
     input_stats = training_statistics(splits.train, "inputs") if cfg.data.standardize_inputs else None
     target_stats = (training_statistics(splits.train, "targets", n_out=splits.n_out)
                     if cfg.data.standardize_targets and cfg.task == "regression" else None)
+    class_weights = _class_weights(cfg, splits)
     model_channels = splits.in_channels * (2 if cfg.data.missing_inputs == "flag" else 1)
     model = build_model(cfg.model, cfg.task, splits.sampling, model_channels, splits.n_out, trust_code)
     module = SphereTask(cfg, model, splits.sampling, splits.in_channels, splits.n_out, splits.class_names,
-                        input_stats=input_stats, target_stats=target_stats)
+                        input_stats=input_stats, target_stats=target_stats, class_weights=class_weights)
     seed = cfg.data.seed if cfg.data.seed is not None else cfg.trainer.seed
     dm = SphereDataModule(splits, cfg.trainer.batch_size, seed, cfg.data.num_workers)
 

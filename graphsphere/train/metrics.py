@@ -5,8 +5,9 @@ split is sharded).
 - classification: accuracy, macro F1, mAP (macro average precision of the
   softmax scores, as in SHREC'17 and the climate paper);
 - regression: MSE, MAE, R² (averaged over outputs);
-- segmentation (a class per pixel): pixel accuracy, macro F1, per-class IoU
-  and their mean.
+- segmentation (a class per pixel): pixel accuracy, macro F1, per-class IoU,
+  recall and average precision (``iou_c``, ``recall_c``, ``ap_c``) and their
+  means (``miou``, ``mrecall``: the climate paper's "mean accuracy", ``map``).
 
 >>> import torch
 >>> m = make_metrics("classification", 2)
@@ -50,6 +51,10 @@ def make_metrics(task: str, n_out: int):
         metrics["map"] = tmc.MulticlassAveragePrecision(n_out, average="macro")
     else:
         metrics["iou"] = tmc.MulticlassJaccardIndex(n_out, average="none")
+        # Per-class recall (its mean is the climate paper's "mean accuracy") and average precision
+        # (its mean: mAP), binned on 200 thresholds so that millions of pixels cost fixed memory.
+        metrics["recall"] = tmc.MulticlassRecall(n_out, average="none")
+        metrics["ap"] = tmc.MulticlassAveragePrecision(n_out, average="none", thresholds=200)
     return _Flat(tm.MetricCollection(metrics), n_out, dense=task == "segmentation")
 
 
@@ -101,5 +106,5 @@ def flatten_metrics(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             for i, vi in enumerate(v):
                 out[f"{k}_{i}"] = vi
-            out[f"m{k}"] = v.mean()
+            out[f"m{k}"] = v.nanmean()  # a class absent from the split has no recall or AP: left out
     return out

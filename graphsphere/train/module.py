@@ -95,7 +95,7 @@ class SphereTask(pl.LightningModule):
     """
 
     def __init__(self, config: Config, model: torch.nn.Module, sampling, in_channels: int, n_out: int,
-                 class_names=None, input_stats=None, target_stats=None):
+                 class_names=None, input_stats=None, target_stats=None, class_weights=None):
         super().__init__()
         self.config, self.task = config, config.task
         self.sampling, self.in_channels, self.n_out = sampling, int(in_channels), int(n_out)
@@ -107,6 +107,13 @@ class SphereTask(pl.LightningModule):
         if target_stats is not None and self.task != "regression":
             raise ValueError(f"target standardisation is for regression, not {self.task}")
         self.target_norm = Standardize(*target_stats) if target_stats is not None else None
+        if class_weights is not None:
+            if self.task == "regression" or len(class_weights) != self.n_out:
+                raise ValueError(f"class weights need a classification task and one weight per class ({self.n_out}), "
+                                 f"got {len(class_weights)} for {self.task}")
+            self.register_buffer("class_weights", torch.as_tensor(class_weights, dtype=torch.float32))
+        else:
+            self.class_weights = None
         self.val_metrics = make_metrics(self.task, self.n_out)
         self.test_metrics = make_metrics(self.task, self.n_out)
         self._pending_rng = None
@@ -116,6 +123,7 @@ class SphereTask(pl.LightningModule):
         return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "sampling": self.sampling.to_state(),
                 "in_channels": self.in_channels, "n_out": self.n_out, "class_names": self.class_names,
                 "standardize": {"inputs": self.input_norm is not None, "targets": self.target_norm is not None},
+                "class_weights": self.class_weights is not None,
                 "weight_shapes": {k: list(v.shape) for k, v in self.state_dict().items()}}
 
     def check_compatible(self, meta: dict[str, Any], path) -> None:
@@ -151,7 +159,8 @@ class SphereTask(pl.LightningModule):
         # placeholders of the right size: the state_dict fills in the statistics
         module = cls(cfg, model, sampling, meta["in_channels"], meta["n_out"], meta.get("class_names"),
                      input_stats=_unit_stats(meta["in_channels"]) if std.get("inputs") else None,
-                     target_stats=_unit_stats(meta["n_out"]) if std.get("targets") else None)
+                     target_stats=_unit_stats(meta["n_out"]) if std.get("targets") else None,
+                     class_weights=torch.ones(meta["n_out"]) if meta.get("class_weights") else None)
         try:
             module.load_state_dict(ckpt["state_dict"], strict=True)
         except RuntimeError as e:
@@ -213,6 +222,8 @@ class SphereTask(pl.LightningModule):
         w = (target >= 0).to(torch.float32)
         if weight is not None:
             w = w * _broadcast(weight, y.to(torch.float32)).reshape(-1)
+        if self.class_weights is not None:  # as torch's weighted mean: divided by the weights' sum
+            w = w * self.class_weights[target.clamp(min=0)]
         ce = F.cross_entropy(out.reshape(-1, self.n_out).float(), target.clamp(min=0), reduction="none")
         return (ce * w).sum() / w.sum().clamp(min=1e-12)
 
