@@ -207,7 +207,7 @@ class Config(Section):
     """A whole run. See ``experiments/example_*.yaml``."""
 
     task: Literal["classification", "regression", "segmentation"]
-    output_dir: str = "runs/default"
+    output_dir: str = "out/runs/default"
     data: DataConfig = Field(default_factory=DataConfig)
     sampling: SamplingConfig | None = None
     model: ModelConfig = Field(default_factory=ModelConfig)
