@@ -175,6 +175,8 @@ def _sky(tmp_path, nside=8):
     y_masked = np.where(land, hp.UNSEEN, y)                                              # nor target
     hp.write_map(str(tmp_path / "x.fits"), x_masked, nest=False)
     hp.write_map(str(tmp_path / "y.fits"), y_masked, nest=False)
+    lat = hp.pix2ang(nside, np.arange(x.size), lonlat=True)[1]
+    hp.write_map(str(tmp_path / "lat.fits"), np.where(land, hp.UNSEEN, np.cos(np.radians(lat))), nest=False)
     return land
 
 
@@ -182,7 +184,8 @@ def test_masked_full_sky_regression_from_yaml_through_the_command_line(tmp_path,
     land = _sky(tmp_path)
     cfg = {"task": "regression", "output_dir": str(tmp_path / "run"),
            "sampling": {"type": "HEALPix", "nside": 8},
-           "data": {"name": "maps", "inputs": [str(tmp_path / "x.fits")], "targets": str(tmp_path / "y.fits"),
+           "data": {"name": "maps", "inputs": [str(tmp_path / "x.fits"), str(tmp_path / "lat.fits")],
+                    "targets": str(tmp_path / "y.fits"),
                     "split": "regions", "region_nside": 2, "val_fraction": 0.2, "test_fraction": 0.2,
                     "missing_inputs": "flag"},
            "model": {"type": "SphericalUNet", "channels": [8, 16], "K": 3},
@@ -197,7 +200,8 @@ def test_masked_full_sky_regression_from_yaml_through_the_command_line(tmp_path,
 
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["test_r2"] > 0.5, metrics                                            # held-out regions
-    assert main(["predict", str(ckpt), str(tmp_path / "x.fits"), "--out", str(tmp_path / "pred.fits")]) == 0
+    assert main(["predict", str(ckpt), str(tmp_path / "x.fits"), str(tmp_path / "lat.fits"),
+                 "--out", str(tmp_path / "pred.fits")]) == 0
     pred = hp.read_map(str(tmp_path / "pred.fits"), nest=True)
     land_nest = hp.reorder(land.astype(float), r2n=True) > 0.5
     assert pred.shape == (768,) and np.all(pred[land_nest] == hp.UNSEEN) and np.all(pred[~land_nest] != hp.UNSEEN)

@@ -69,7 +69,7 @@ def _predict(args) -> int:
 
     module = SphereTask.from_checkpoint(args.checkpoint, trust_code=args.trust_code)
     pred = predict(module, args.input, batch_size=args.batch_size, device=args.device,
-                   check_order=not args.no_check_order, var=args.var)
+                   check_order=not args.no_check_order, var=args.var, fits_fields=args.fits_fields)
     path = write_predictions(pred, args.out, module.sampling, module.task)
     print(f"wrote predictions {list(pred.shape)} to {path}")
     return 0
@@ -104,11 +104,14 @@ def register(sub) -> None:
 
     p = sub.add_parser("predict", help="run a checkpoint on maps (.npy, .fits, .nc)")
     p.add_argument("checkpoint")
-    p.add_argument("input", help=".npy [n, npix(, C)], HEALPix .fits, or NetCDF .nc")
+    p.add_argument("input", nargs="+", help=".npy [n, npix(, C)], HEALPix .fits, or NetCDF .nc; several files: "
+                                           "their channels, in the order of the training inputs")
     p.add_argument("--out", required=True, help="output file: .npy, .nc (NetCDF) or .fits (HEALPix maps)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--var", default=None, help="NetCDF variable to read")
+    p.add_argument("--fits-fields", default="auto", choices=["auto", "channels", "samples"],
+                   help="what the fields of a FITS file are (auto: channels if they fit the model, else samples)")
     p.add_argument("--no-check-order", action="store_true", help="skip the NESTED/RING check of full-sky maps")
     p.add_argument("--trust-code", action="store_true", help=_TRUST)
     p.set_defaults(func=_predict)

@@ -34,12 +34,25 @@ def as_batch(x: np.ndarray, npix: int, channels: int, what: str) -> np.ndarray:
                                                                           if channels == 1 else ""))
 
 
-def read_maps(path, sampling, channels: int, var: str | None = None) -> np.ndarray:
+def read_maps(path, sampling, channels: int, var: str | None = None, fits_fields: str = "auto") -> np.ndarray:
     """Maps from ``.npy``, HEALPix ``.fits`` or NetCDF ``.nc``, as ``[n, npix, C]``.
 
-    FITS is read with ``healpy.read_map`` in the sampling's ordering (healpy
-    converts from the file's ORDERING header); its fields are channels.
+    ``path`` may be a list of files: their channels are concatenated (a file
+    of one map serves every sample), as the ``maps`` dataset does. FITS is
+    read in NESTED order at the model's nside (healpy converts RING files;
+    another nside is resampled and said so), ``UNSEEN`` as NaN; its fields
+    are channels or samples (``fits_fields``; ``auto``: channels when their
+    number fits the model, else samples).
     """
+    if isinstance(path, (list, tuple)) and len(path) == 1:
+        path = path[0]
+    if isinstance(path, (list, tuple)):
+        parts = [read_maps(p, sampling, None, var, fits_fields) for p in path]
+        n = max(p.shape[0] for p in parts)
+        parts = [np.repeat(p, n, axis=0) if p.shape[0] == 1 else p for p in parts]
+        if len({p.shape[0] for p in parts}) != 1:
+            raise ValueError(f"the input files hold different numbers of maps: {[p.shape[0] for p in parts]}")
+        return as_batch(np.concatenate(parts, axis=2), sampling.npix, channels, " + ".join(map(str, path)))
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input file not found: {path.resolve()}")
@@ -58,8 +71,8 @@ def read_maps(path, sampling, channels: int, var: str | None = None) -> np.ndarr
         if not sampling.nest:
             x = np.stack([hp.reorder(x[0, :, c], n2r=True) for c in range(x.shape[2])], -1)[None]
         x = x[:, sampling.pixels]  # partial sky: the model's pixels
-        if x.shape[2] != channels and channels == 1:
-            x = np.moveaxis(x, 2, 0)                                     # several fields, one channel: samples
+        if fits_fields == "samples" or (fits_fields == "auto" and channels is not None and x.shape[2] != channels):
+            x = x[0].T[:, :, None]                                       # several fields: samples
     elif name.endswith(".nc"):
         from scipy.io import netcdf_file
 
@@ -76,7 +89,10 @@ def read_maps(path, sampling, channels: int, var: str | None = None) -> np.ndarr
             x = np.array(f.variables[var][:])
     else:
         raise ValueError(f"{path}: unknown input format; use .npy, .fits or .nc")
-    return as_batch(np.asarray(x), sampling.npix, channels, str(path))
+    x = np.asarray(x)
+    if channels is None:  # one of several files: any channel count, [n, npix, c]
+        return x[None, :, None] if x.ndim == 1 else (x[:, :, None] if x.ndim == 2 else x)
+    return as_batch(x, sampling.npix, channels, str(path))
 
 
 def write_predictions(pred: np.ndarray, path, sampling, task: str) -> Path:

@@ -172,7 +172,7 @@ class SkyDataset:
 
 
 class MapsParams(Params):
-    #: Input files (their channels are concatenated): .fits, .npy or .nc.
+    #: Input files (their channels are concatenated): .fits, .npy or .nc; a file of one map serves every sample.
     inputs: list[str] = Field(min_length=1)
     #: Per-pixel targets: values (regression; NaN or UNSEEN = unknown) or integer labels (segmentation; -1 = none).
     targets: str
@@ -214,6 +214,8 @@ def build_maps(sampling, task, seed, *, inputs, targets, weights, nside, quantit
     for p in inputs:  # the first file sets the resolution when neither the config nor the sampling does
         xs.append(read_map_file(p, nside, var=next(names, None) if p.endswith(".nc") else None, **kw))
         nside = nside or hp.npix2nside(xs[0].shape[1])
+    n = max(x.shape[0] for x in xs)
+    xs = [np.repeat(x, n, axis=0) if x.shape[0] == 1 else x for x in xs]   # one map (a latitude, a mask) for all
     if len({x.shape[0] for x in xs}) != 1:
         raise ValueError(f"the input files hold different numbers of maps: {[x.shape[0] for x in xs]}")
     x = np.concatenate(xs, axis=2)

@@ -417,8 +417,9 @@ def resolve_device(device: str) -> str:
 
 
 def predict(checkpoint, inputs, *, batch_size: int = 32, device: str = "cpu", check_order: bool = True,
-            var: str | None = None, trust_code: bool = False) -> np.ndarray:
-    """Run a trained model on maps (an array or a file path, see :func:`graphsphere.data.io.read_maps`).
+            var: str | None = None, fits_fields: str = "auto", trust_code: bool = False) -> np.ndarray:
+    """Run a trained model on maps (an array, a file path or a list of files whose channels are
+    concatenated, see :func:`graphsphere.data.io.read_maps`).
 
     Returns probabilities ``[n, classes]`` (classification), ``[n, npix,
     classes]`` (segmentation) or values ``[n, outputs]`` (regression, in the
@@ -429,8 +430,8 @@ def predict(checkpoint, inputs, *, batch_size: int = 32, device: str = "cpu", ch
     device = resolve_device(device)
     module = _load(checkpoint, trust_code)
     s = module.sampling
-    if isinstance(inputs, (str, Path)):
-        x = read_maps(inputs, s, module.in_channels, var=var)
+    if isinstance(inputs, (str, Path)) or (isinstance(inputs, (list, tuple)) and isinstance(inputs[0], (str, Path))):
+        x = read_maps(inputs, s, module.in_channels, var=var, fits_fields=fits_fields)
         what = str(inputs)
     else:
         x = as_batch(np.asarray(inputs), s.npix, module.in_channels, "inputs")
