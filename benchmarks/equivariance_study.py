@@ -28,8 +28,7 @@ import numpy as np
 import graphsphere as gs
 from graphsphere import kernel_widths as kw
 from graphsphere.commands.equivariance import limit_threads
-from graphsphere.equivariance import (EquivarianceProbe, EquivarianceResult, equiangular_grid_graph)
-from graphsphere.graph import laplacian
+from graphsphere.equivariance import EquivarianceProbe, EquivarianceResult
 from graphsphere.sampling.equiangular import Equiangular
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +54,7 @@ def graphs(s):
     out = {"v1": gs.SphereGraph(s, k=8, kernel_width="mean", neighbours="healpix"),
            "k8 mean": gs.SphereGraph(s, k=8, kernel_width="mean")}
     for k in (8, 20, 40):
-        out[f"k{k} published"] = gs.SphereGraph(s, k=k, kernel_width=kw.sigma_to_t(kw.published_sigma(64, k)))
+        out[f"k{k} published"] = gs.SphereGraph(s, k=k, kernel_width=kw.published_t(64, k))
     for k in (8, 20, 40):
         t = kw.tuned_t(s, k)
         out[f"k{k} tuned"] = gs.SphereGraph(s, k=k, kernel_width=t)
@@ -80,7 +79,7 @@ def measure(args) -> dict:
     for poles in ("SOFT", "DH"):
         e = Equiangular(192, 384, poles=poles)
         probe = EquivarianceProbe(e, DEGREES, args.signals, args.rotations, args.seed, "accurate")
-        grid = laplacian(equiangular_grid_graph(e))
+        grid = gs.SphereGraph(e, k=4, neighbours="grid").L
         record["grids"][poles] = probe.measure(grid, label=LABELS[f"grid {poles}"]).to_dict()
     record["seconds"]["grids"] = time.perf_counter() - start
     # A denser curve for the picture (accurate rotations, four graphs).

@@ -120,7 +120,7 @@ def test_tune_command_writes_a_table_that_tuned_t_can_read(tmp_path, monkeypatch
     from graphsphere.cli import main
 
     monkeypatch.setenv("GRAPHSPHERE_CACHE", str(tmp_path / "cache"))
-    assert main(["tune", "--samplings", "healpix:4", "healpix:8", "--k", "8", "--out", str(tmp_path)]) == 0
+    assert main(["tune", "--sampling", "healpix:4", "healpix:8", "--neighbours", "8", "--out", str(tmp_path)]) == 0
     table = kw.load_table(tmp_path / "kernel_widths.json")
     law = table["families"]["HEALPix"]["law"]["8"]
     assert law["fitted_on"] == [4, 8]

@@ -150,11 +150,12 @@ def test_stray_and_negative_labels_are_named(tmp_path):
         fit(_npy(tmp_path, [0, 1] * 10 + [-1]))
 
 
-def test_bad_hyperparameters_are_config_errors():
+def test_bad_hyperparameters_are_config_errors(tmp_path):
     for override, what in (("optim.lr=.inf", "optim.lr = inf"), ("optim.weight_decay=-1", "optim.weight_decay = -1"),
                            ("model.channels=abc", "model"), ("model.K=0", "K must be a positive integer")):
         with pytest.raises(ConfigError, match=what):
-            fit(tiny("unused"), [override])
+            fit(tiny(tmp_path / "never"), [override])
+        assert not (tmp_path / "never").exists()               # nothing written for a bad config
 
 
 def test_sampling_mistakes_are_clear():
@@ -214,3 +215,20 @@ def test_cuda_without_a_gpu_is_a_clear_error(run):
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="no CUDA device"):
         predict(run.best_checkpoint, np.zeros((1, 192), np.float32), device="cuda")
+
+
+def test_a_damaged_cached_map_is_made_again_not_used(tmp_path):
+    pytest.importorskip("pyccl")
+    from graphsphere.data.cosmology import make_dataset
+    from graphsphere.files import is_verified
+
+    first = make_dataset(nside=16, n_maps_per_class=1, order=1, cache_dir=tmp_path, progress=False)
+    maps = sorted(tmp_path.rglob("map-*.npy"))
+    assert len(maps) == 2 and all(is_verified(p) for p in maps)
+    data = bytearray(maps[0].read_bytes())
+    data[200:400] = bytes(200)                                   # zeroed values inside the array
+    maps[0].write_bytes(bytes(data))
+    maps[1].write_bytes(maps[1].read_bytes()[:100])               # truncated
+    again = make_dataset(nside=16, n_maps_per_class=1, order=1, cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(again.x, first.x)
+    assert all(is_verified(p) for p in maps)

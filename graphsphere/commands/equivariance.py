@@ -5,6 +5,7 @@ rotation-equivariant graph Laplacians are, and tune their kernel widths.
         --degrees 10 50 100 190 --rotation accurate non_iterated --out out/equivariance
     graphsphere equivariance --sampling equiangular:192 --graphs grid --degrees 10 50 100 190
     graphsphere tune --table graphsphere/data/kernel_widths.json --out out/tune     # the shipped table
+    graphsphere tune --sampling healpix:256 --neighbours 40 --out out/more
 
 Samplings are written as ``graphsphere.sampling.parse_spec`` reads them:
 ``healpix:NSIDE``, ``equiangular:NLAT`` (``NLATxNLON``, default ``nlon = 2
@@ -115,9 +116,9 @@ def run_tune(args) -> int:
     from graphsphere.plot.equivariance import plot_tuning
     from graphsphere.sampling import parse_spec
 
-    plan = DEFAULT_PLAN if not args.samplings else [(args.samplings, args.k or [8, 20, 40])]
-    if args.k and not args.samplings:
-        plan = [(specs, args.k) for specs, _ in plan]
+    plan = DEFAULT_PLAN if not args.sampling else [(args.sampling, args.neighbours or [8, 20, 40])]
+    if args.neighbours and not args.sampling:
+        plan = [(specs, args.neighbours) for specs, _ in plan]
     results = []
     start = time.perf_counter()
     with limit_threads(args.threads):
@@ -145,9 +146,11 @@ def run_tune(args) -> int:
 
 
 def register(sub) -> None:
+    from .options import add_neighbours, add_out, add_sampling
+
     p = sub.add_parser("equivariance", help="equivariance error of graph Laplacians against degree",
                        description=__doc__, formatter_class=_raw())
-    p.add_argument("--sampling", default="healpix:32", help="e.g. healpix:64, equiangular:64, gl:32, icosahedral:4")
+    add_sampling(p, "healpix:32")
     p.add_argument("--graphs", nargs="+", default=["k8:mean", "k8:tuned", "k20:tuned", "k40:tuned"],
                    help="kK:WIDTH with WIDTH in mean, tuned, published, native, t=VALUE; or grid")
     p.add_argument("--degrees", nargs="+", type=int, default=[4, 8, 16, 32, 48, 64])
@@ -156,20 +159,20 @@ def register(sub) -> None:
     p.add_argument("--rotations", type=int, default=4, help="random rotations per degree")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="OpenMP/BLAS threads (0: leave as is)")
-    p.add_argument("--out", default="out/equivariance")
+    add_out(p, "equivariance")
     p.set_defaults(func=run_equivariance)
 
     t = sub.add_parser("tune", help="tune kernel widths for equivariance and write the table",
                        description=__doc__, formatter_class=_raw())
-    t.add_argument("--samplings", nargs="+", help="sampling specs (default: the shipped table's plan)")
-    t.add_argument("--k", nargs="+", type=int, help="neighbour counts (default 8 20 40)")
+    add_sampling(t, None, multiple=True, help="samplings to tune (default: the shipped table's plan)")
+    add_neighbours(t, None, multiple=True, help="neighbour counts to tune (default 8 20 40)")
     t.add_argument("--table", help="where to write the table (default OUT/kernel_widths.json)")
     t.add_argument("--law-from-finest", type=int, default=2,
                    help="fit sigma * resolution = c on this many finest tuned resolutions")
     t.add_argument("--no-cache", action="store_true", help="recompute cached tunings")
     t.add_argument("--threads", type=int, default=1, help="OpenMP/BLAS threads (0: leave as is)")
     t.add_argument("--verbose", action="store_true")
-    t.add_argument("--out", default="out/tune")
+    add_out(t, "tune")
     t.set_defaults(func=run_tune)
 
 

@@ -17,7 +17,7 @@ must be told apart from partial-sky maps. The maps are made from physics, not no
    at nside o each), cached on disk, with Gaussian noise added on demand.
 
 See docs/cosmology_data.md for the physics choices and what they imply.
-Needs ``pip install graphsphere[cosmology]`` (pyccl, camb) for the spectra.
+Needs the ``cosmology`` extra (pyccl, camb) for the spectra: ``pip install -e '.[cosmology]'`` in the repository.
 
 Example
 -------
@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +42,14 @@ import healpy as hp
 import numpy as np
 from scipy.special import roots_legendre
 
+from ..files import is_verified, write_verified
 from ..sampling.healpix import check_nside
+from .progress import Progress
 
 __all__ = [
     "COSMOLOGIES", "smail_nz", "convergence_cl", "lognormal_shift", "cl_to_xi", "xi_to_cl",
     "gaussian_cl", "lognormal_map", "split_patches", "patch_pixel_ids", "add_noise",
-    "CosmologyData", "make_dataset", "split", "default_cache_dir",
+    "CosmologyData", "generate_maps", "make_dataset", "split", "default_cache_dir",
 ]
 
 #: (Omega_m, sigma_8) of the paper's two models; index = class label.
@@ -63,7 +64,8 @@ SMOOTHING_ARCMIN = 3.0
 
 # Bump when the generated maps change for the same parameters, so stale caches are not reused.
 _CACHE_VERSION = 1
-_INSTALL_HINT = "pip install graphsphere[cosmology]  (or: pip install pyccl camb)"
+_INSTALL_HINT = ("graphsphere[cosmology], from the repository: pip install -e '.[cosmology]' "
+                 "(or: pip install pyccl camb)")
 
 
 def default_cache_dir() -> Path:
@@ -84,16 +86,9 @@ def _key(config: dict) -> str:
 
 
 def _atomic_save(path: Path, save) -> None:
-    # Write next to the target then rename: a crash or a concurrent reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            save(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # Written atomically with its checksum beside it (a crash or a concurrent reader never sees half a
+    # file); a file that does not verify later (truncated, zeroed, edited) is made again, never used.
+    write_verified(path, save)
 
 
 def _import_pyccl():
@@ -170,7 +165,7 @@ def convergence_cl(omega_m: float, sigma8: float, lmax: int, *, z0: float = Z0, 
     config = dict(kind="cl", omega_m=float(omega_m), sigma8=float(sigma8), z0=float(z0),
                   omega_b=float(omega_b), h=float(h), n_s=float(n_s), tf=transfer_function)
     path = _cache_root(cache_dir) / f"cl-{_key(config)}.npz"
-    if path.exists():
+    if is_verified(path):
         with np.load(path) as f:
             if f["cl"].size > lmax:
                 return f["cl"][:lmax + 1].copy()
@@ -452,14 +447,59 @@ class CosmologyData:
         return add_noise(x, level, rng, std=self.std)
 
 
-def _progress(iterable, total, enabled, desc):
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return iterable
-        return tqdm(iterable, total=total, desc=desc)
-    return iterable
+def _map_folders(nside, cosmologies, z0, transfer_function, smoothing_arcmin, shift_scale, cache_dir):
+    """(Omega_m, sigma_8, folder, config) of each model's cached maps."""
+    root = _cache_root(cache_dir)
+    fields = []
+    for omega_m, sigma8 in cosmologies:
+        config = dict(kind="map", omega_m=float(omega_m), sigma8=float(sigma8), nside=nside, lmax=3 * nside - 1,
+                      z0=float(z0), tf=transfer_function, smoothing=float(smoothing_arcmin),
+                      shift_scale=float(shift_scale))
+        folder = root / f"maps-{_key(config)}"
+        folder.mkdir(exist_ok=True)
+        fields.append((omega_m, sigma8, folder, config))
+    return fields
+
+
+def generate_maps(nside: int = 256, n_maps_per_class: int = 30, seed: int = 0, cache_dir=None,
+                  progress: bool = True, *, smoothing_arcmin: float = SMOOTHING_ARCMIN, z0: float = Z0,
+                  shift_scale: float = 1.0, transfer_function: str = "boltzmann_camb",
+                  cosmologies=COSMOLOGIES) -> int:
+    """Make the full-sky maps ``make_dataset`` needs that are not cached yet; returns how many were made.
+
+    The same arguments as :func:`make_dataset` (the patch order does not matter: maps are cut
+    when loaded). ``progress``: a bar on a terminal, plain lines every 30 s otherwise (a log
+    file gets no carriage-return frames). Call it first to see the progress of a long generation
+    and keep loading separate, as ``graphsphere cosmology`` does.
+
+    >>> generate_maps(nside=64, n_maps_per_class=2, progress=False)   # doctest: +SKIP
+    4
+    """
+    nside = check_nside(nside)
+    if int(n_maps_per_class) < 1:
+        raise ValueError(f"n_maps_per_class must be >= 1, got {n_maps_per_class}")
+    if not shift_scale > 0:
+        raise ValueError(f"shift_scale must be positive, got {shift_scale}")
+    fields = _map_folders(nside, cosmologies, z0, transfer_function, smoothing_arcmin, shift_scale, cache_dir)
+    todo = [(c, i) for c, f in enumerate(fields) for i in range(int(n_maps_per_class))
+            if not is_verified(f[2] / f"map-{seed}-{i}.npy")]
+    lmax = 3 * nside - 1
+    bar = Progress(len(todo), f"cosmology maps (nside {nside}, seed {seed})", enabled=progress)
+    prepared = {}
+    for c, i in todo:
+        omega_m, sigma8, folder, config = fields[c]
+        if c not in prepared:
+            cl = convergence_cl(omega_m, sigma8, lmax, z0=z0, transfer_function=transfer_function,
+                                cache_dir=cache_dir)
+            shift = shift_scale * lognormal_shift(omega_m, z0=z0)
+            prepared[c] = (cl, shift, gaussian_cl(cl, shift))
+        cl, shift, cl_g = prepared[c]
+        map_seed = [int(seed), round(omega_m * 1e6), round(sigma8 * 1e6), i]
+        m = lognormal_map(cl, shift, nside, seed=map_seed, smoothing_arcmin=smoothing_arcmin,
+                          cl_g=cl_g).astype(np.float32)
+        _atomic_save(folder / f"map-{seed}-{i}.npy", lambda f, m=m: np.save(f, m))
+        bar.update()
+    return len(todo)
 
 
 def make_dataset(nside: int = 256, n_maps_per_class: int = 30, order: int = 4,
@@ -478,6 +518,7 @@ def make_dataset(nside: int = 256, n_maps_per_class: int = 30, order: int = 4,
     float32, 3 MB each at nside 256, 50 MB at 1024. Noise is not stored: draw it with
     ``data.noisy(level)`` for each of ``data.noise_levels``. Costs ~0.2 s a map at
     nside 256 and ~8 s at nside 1024 (2 cores), plus ~1 s per model for the spectra.
+    ``progress``: see :func:`generate_maps`.
 
     ``shift_scale`` multiplies both models' empty-beam shifts: below 1 makes the maps more
     skewed (ray-tracing fits prefer ~0.5, see docs/cosmology_data.md), keeping the ratio.
@@ -488,41 +529,13 @@ def make_dataset(nside: int = 256, n_maps_per_class: int = 30, order: int = 4,
     """
     nside = check_nside(nside)
     order = _check_order(nside, order)
-    if int(n_maps_per_class) < 1:
-        raise ValueError(f"n_maps_per_class must be >= 1, got {n_maps_per_class}")
     n_maps = int(n_maps_per_class)
     noise_levels = tuple(float(v) for v in noise_levels)
     if any(not v >= 0 for v in noise_levels):
         raise ValueError(f"noise levels must be >= 0, got {noise_levels}")
-    if not shift_scale > 0:
-        raise ValueError(f"shift_scale must be positive, got {shift_scale}")
-    lmax = 3 * nside - 1
-    root = _cache_root(cache_dir)
-
-    fields = []
-    for omega_m, sigma8 in cosmologies:
-        config = dict(kind="map", omega_m=float(omega_m), sigma8=float(sigma8), nside=nside, lmax=lmax,
-                      z0=float(z0), tf=transfer_function, smoothing=float(smoothing_arcmin),
-                      shift_scale=float(shift_scale))
-        folder = root / f"maps-{_key(config)}"
-        folder.mkdir(exist_ok=True)
-        fields.append((omega_m, sigma8, folder, config))
-
-    todo = [(c, i) for c, f in enumerate(fields) for i in range(n_maps)
-            if not (f[2] / f"map-{seed}-{i}.npy").exists()]
-    prepared = {}
-    for c, i in _progress(todo, len(todo), progress, "cosmology maps"):
-        omega_m, sigma8, folder, config = fields[c]
-        if c not in prepared:
-            cl = convergence_cl(omega_m, sigma8, lmax, z0=z0, transfer_function=transfer_function,
-                                cache_dir=cache_dir)
-            shift = shift_scale * lognormal_shift(omega_m, z0=z0)
-            prepared[c] = (cl, shift, gaussian_cl(cl, shift))
-        cl, shift, cl_g = prepared[c]
-        map_seed = [int(seed), round(omega_m * 1e6), round(sigma8 * 1e6), i]
-        m = lognormal_map(cl, shift, nside, seed=map_seed, smoothing_arcmin=smoothing_arcmin,
-                          cl_g=cl_g).astype(np.float32)
-        _atomic_save(folder / f"map-{seed}-{i}.npy", lambda f, m=m: np.save(f, m))
+    generate_maps(nside, n_maps, seed, cache_dir, progress, smoothing_arcmin=smoothing_arcmin, z0=z0,
+                  shift_scale=shift_scale, transfer_function=transfer_function, cosmologies=cosmologies)
+    fields = _map_folders(nside, cosmologies, z0, transfer_function, smoothing_arcmin, shift_scale, cache_dir)
 
     npatch, npix_patch = 12 * order**2, (nside // order) ** 2
     n = len(fields) * n_maps

@@ -254,7 +254,7 @@ def build_cosmology(sampling, task, seed, *, noise=0.0, test_fraction=0.2, val_f
 
     if task != "classification":
         raise ConfigError([("task", f" = {task!r}: the cosmology dataset is a classification task")])
-    data = cosmology.make_dataset(seed=seed, progress=False, **kwargs)
+    data = cosmology.make_dataset(seed=seed, progress=True, **kwargs)  # a bar on a terminal, lines in a log
     s = data.sampling()
     train_idx, test_idx = cosmology.split(data, test_fraction=test_fraction, seed=seed)
     # Validation maps come from the training maps, whole maps at a time (patches of a map share

@@ -117,9 +117,10 @@ def main(argv=None) -> None:
     p.add_argument("--task", default="classification", choices=["classification", "regression", "segmentation"])
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--noise", type=float, default=0.1, help="white-noise std (the example config trains at 0.1)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    fx, fy = save_example(a.folder, a.nside, a.task, a.n, a.num_classes, seed=a.seed)
+    fx, fy = save_example(a.folder, a.nside, a.task, a.n, a.num_classes, noise=a.noise, seed=a.seed)
     print(f"wrote {fx} and {fy}")
 
 

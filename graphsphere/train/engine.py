@@ -242,8 +242,7 @@ def fit(config, overrides=None, *, callbacks=(), trust_code: bool = False) -> Fi
         raise ConfigError([("trainer.sync_batchnorm", " = True: torch's SyncBatchNorm runs on GPUs only; set it "
                             "to false on CPUs (or use a model without batch norm: model.batchnorm=false)")])
     out = _output_dir(cfg.output_dir)
-    with _RunLock(out):
-        return _fit(cfg, out, callbacks, trust_code)
+    return _fit(cfg, out, callbacks, trust_code)
 
 
 def _output_dir(path) -> Path:
@@ -319,43 +318,46 @@ def _fit(cfg: Config, out: Path, callbacks, trust_code: bool) -> FitResult:
     seed = cfg.data.seed if cfg.data.seed is not None else cfg.trainer.seed
     dm = SphereDataModule(splits, cfg.trainer.batch_size, seed, cfg.data.num_workers)
 
-    last = out / "checkpoints" / "last.ckpt"
-    resume_from = _latest_checkpoint(out) if cfg.trainer.resume else None
-    if resume_from is not None:
-        module.check_compatible(read_checkpoint(resume_from)["graphsphere"], resume_from)
-    trainer = build_trainer(cfg, out, has_val=splits.val is not None, callbacks=callbacks,
-                            steps_per_epoch=len(splits.train) // cfg.trainer.batch_size)
-    if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out / "config.yaml", "w") as f:
-            f.write(cfg.to_yaml())
-        if resume_from:
-            print(f"resuming from {resume_from}", flush=True)
-    with warnings.catch_warnings():
-        if resume_from:  # of course the folder holds checkpoints: we resume from one
-            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-            # Lightning only knows loaders with state_dict(); ours resume through SphereDataModule.
-            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None)
+    # The data and the model are built (and any mistake in them reported) before the output_dir is
+    # touched: the lock, the checkpoints and the logs come after.
+    with _RunLock(out):
+        last = out / "checkpoints" / "last.ckpt"
+        resume_from = _latest_checkpoint(out) if cfg.trainer.resume else None
+        if resume_from is not None:
+            module.check_compatible(read_checkpoint(resume_from)["graphsphere"], resume_from)
+        trainer = build_trainer(cfg, out, has_val=splits.val is not None, callbacks=callbacks,
+                                steps_per_epoch=len(splits.train) // cfg.trainer.batch_size)
+        if trainer.is_global_zero:
+            out.mkdir(parents=True, exist_ok=True)
+            with atomic_write(out / "config.yaml", "w") as f:
+                f.write(cfg.to_yaml())
+            if resume_from:
+                print(f"resuming from {resume_from}", flush=True)
+        with warnings.catch_warnings():
+            if resume_from:  # of course the folder holds checkpoints: we resume from one
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+                # Lightning only knows loaders with state_dict(); ours resume through SphereDataModule.
+                warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+            trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None)
 
-    metrics = {"val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}}
-    best_cb = next(cb for cb in trainer.checkpoint_callbacks if cb.filename == "best")
-    best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
-    if splits.test is not None:
-        weights = module.state_dict()
-        res = trainer.test(module, datamodule=dm, ckpt_path=str(best) if best else None, verbose=False)
-        module.load_state_dict(weights)  # keep the end-of-training weights in the returned module
-        metrics["test"] = _plain(res[0]) if res else {}
-    result = FitResult(output_dir=out, last_checkpoint=last if last.exists() else None, best_checkpoint=best,
-                       metrics=metrics, epochs=trainer.current_epoch, global_step=trainer.global_step,
-                       resumed_from=resume_from, module=module)
-    if trainer.is_global_zero:
-        summary = {"metrics": metrics, "epochs": result.epochs, "global_step": result.global_step,
-                   "best_checkpoint": str(best) if best else None, "last_checkpoint": str(result.last_checkpoint),
-                   "resumed_from": str(resume_from) if resume_from else None}
-        with atomic_write(out / "metrics.json", "w") as f:
-            f.write(json.dumps(summary, indent=2))
-    return result
+        metrics = {"val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}}
+        best_cb = next(cb for cb in trainer.checkpoint_callbacks if cb.filename == "best")
+        best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
+        if splits.test is not None:
+            weights = module.state_dict()
+            res = trainer.test(module, datamodule=dm, ckpt_path=str(best) if best else None, verbose=False)
+            module.load_state_dict(weights)  # keep the end-of-training weights in the returned module
+            metrics["test"] = _plain(res[0]) if res else {}
+        result = FitResult(output_dir=out, last_checkpoint=last if last.exists() else None, best_checkpoint=best,
+                           metrics=metrics, epochs=trainer.current_epoch, global_step=trainer.global_step,
+                           resumed_from=resume_from, module=module)
+        if trainer.is_global_zero:
+            summary = {"metrics": metrics, "epochs": result.epochs, "global_step": result.global_step,
+                       "best_checkpoint": str(best) if best else None, "last_checkpoint": str(result.last_checkpoint),
+                       "resumed_from": str(resume_from) if resume_from else None}
+            with atomic_write(out / "metrics.json", "w") as f:
+                f.write(json.dumps(summary, indent=2))
+        return result
 
 
 def _load(checkpoint, trust_code: bool = False):
