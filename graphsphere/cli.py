@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "graphsphere.commands.train",
     "graphsphere.commands.data",
     "graphsphere.commands.experiment",
+    "graphsphere.commands.stations",
 ]
 
 

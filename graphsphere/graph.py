@@ -48,6 +48,8 @@ LAPLACIANS = ("normalized", "combinatorial")
 #: How vertices are joined: k nearest neighbours, the 8 native HEALPix neighbours (2019
 #: paper), or the 4-neighbour grid of a latitude-longitude grid (SHREC'17 equiangular run).
 NEIGHBOURS = ("knn", "healpix", "grid")
+#: Named kernel widths (a number is t itself): see SphereGraph.
+KERNEL_WIDTHS = ("auto", "tuned", "mean", "mean_distance")
 #: Version of the .npz layout written by SphereGraph.save (1: before the sampling state).
 _FORMAT = 2
 
@@ -226,12 +228,15 @@ class SphereGraph:
     k : int
         Number of nearest neighbours per vertex before symmetrisation (8 for
         ``neighbours="healpix"``, 4 for ``"grid"``).
-    kernel_width : "auto" | "tuned" | "mean" | float
+    kernel_width : "auto" | "tuned" | "mean" | "mean_distance" | float
         t of exp(-d^2/4t): tuned widths (:func:`graphsphere.kernel_widths.tuned_t`;
         an error where none exist for this sampling and k), the 2019
-        heuristic (half the mean squared edge length), a number, or "auto"
-        (tuned where available, else "mean"). The grid graph weighs its
-        edges 1 / distance instead (``"auto"`` only).
+        heuristic ("mean": half the mean squared edge length), PyGSP's rule
+        of the weather-station experiment ("mean_distance": sigma = the mean
+        edge length, t = mean(d)^2 / 4 ln 2), a number, or "auto" (tuned
+        where available, else "mean"). Computed per graph, so a model's
+        coarse levels get their own. The grid graph weighs its edges
+        1 / distance instead (``"auto"`` only).
     laplacian : "normalized" | "combinatorial"
         I - D^-1/2 W D^-1/2 or D - W.
     neighbours : "knn" | "healpix" | "grid"
@@ -460,9 +465,8 @@ def _check_params(sampling, k, kernel_width, laplacian, neighbours) -> dict[str,
     if not 1 <= k < sampling.npix:
         raise ValueError(f"k must be between 1 and npix - 1 = {sampling.npix - 1} for {sampling!r}, got k={k}")
     if isinstance(kernel_width, str):
-        if kernel_width not in ("auto", "tuned", "mean"):
-            raise ValueError(f"kernel_width must be 'auto', 'tuned', 'mean' or a positive number, "
-                             f"got {kernel_width!r}")
+        if kernel_width not in KERNEL_WIDTHS:
+            raise ValueError(f"kernel_width must be one of {KERNEL_WIDTHS} or a positive number, got {kernel_width!r}")
     else:
         t = float(kernel_width)
         if not np.isfinite(t) or t <= 0:
@@ -478,6 +482,8 @@ def _kernel_t(sampling, k: int, kernel_width, neighbours: str, sq_dist: np.ndarr
         return float(kernel_width)
     if kernel_width == "mean":
         return kernel_widths.heuristic_t(sq_dist)
+    if kernel_width == "mean_distance":
+        return kernel_widths.mean_distance_t(sq_dist)
     tuned = kernel_widths.tuned_t(sampling, k) if neighbours == "knn" else None
     if tuned is not None:
         return tuned

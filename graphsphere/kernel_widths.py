@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PUBLISHED_HEALPIX_SIGMA", "published_sigma", "published_t", "sigma_to_t", "t_to_sigma",
-           "healpix_scaling_constant", "heuristic_t", "tuned_t", "load_table", "TABLE_PATH"]
+           "healpix_scaling_constant", "heuristic_t", "mean_distance_t", "tuned_t", "load_table", "TABLE_PATH"]
 
 #: The shipped table of tuned widths (package data).
 TABLE_PATH = Path(__file__).parent / "data" / "kernel_widths.json"
@@ -87,6 +87,16 @@ def published_t(nside: int, k: int) -> float:
     1.0
     """
     return sigma_to_t(published_sigma(nside, k))
+
+
+def mean_distance_t(sq_dist: np.ndarray) -> float:
+    """PyGSP's rule, used for the weather stations of DeepSphere v2: sigma = the mean neighbour
+    distance in w = exp(-ln2 d^2 / sigma^2), i.e. t = mean(d)^2 / (4 ln 2).
+
+    >>> round(mean_distance_t(np.array([1.0, 4.0])) * 4 * math.log(2), 12)   # mean distance 1.5
+    2.25
+    """
+    return sigma_to_t(float(np.mean(np.sqrt(sq_dist))))
 
 
 def heuristic_t(sq_dist: np.ndarray) -> float:

@@ -221,3 +221,18 @@ def test_version_1_graph_files_load(tmp_path):
              W_indptr=g.W.indptr, W_shape=np.array(g.W.shape), sampling_indices=np.arange(48))
     h = gs.SphereGraph.load(tmp_path / "v1.npz")
     assert h == g and h.lambda_max == 1.5 and abs(h.W - g.W).max() == 0
+
+
+def test_mean_distance_width_is_pygsps_rule():
+    import math
+
+    from graphsphere.graph import knn
+
+    rng = np.random.default_rng(0)
+    s = gs.sampling.Points(rng.uniform(-109, -102, 200), rng.uniform(37, 41, 200))
+    _, sq = knn(s.xyz, 5)
+    g = gs.SphereGraph(s, k=5, kernel_width="mean_distance")
+    assert g.t == pytest.approx(np.mean(np.sqrt(sq)) ** 2 / (4 * math.log(2)), rel=1e-12)
+    # the weight of an edge of the mean length is one half, by definition of sigma
+    d = np.mean(np.sqrt(sq))
+    assert np.exp(-d**2 / (4 * g.t)) == pytest.approx(0.5)

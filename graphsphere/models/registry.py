@@ -27,6 +27,7 @@ BUILTIN_MODELS = {
     "SphericalCNN": "graphsphere.models.cnn:SphericalCNN",
     "SphericalUNet": "graphsphere.models.unet:SphericalUNet",
     "ConvNet2D": "graphsphere.experiments.cosmology.baselines:ConvNet2D",
+    "StationGCN": "graphsphere.experiments.stations.models:StationGCN",
 }
 
 _REGISTERED: dict[str, type] = {}
