@@ -21,3 +21,6 @@ python -m pip install -q -e ".[test]"
 # The reference PyTorch DeepSphere (for the comparison tests): pure Python, its pinned
 # dependencies are unneeded at import, hence --no-deps.
 python -m pip install -q --no-deps --no-build-isolation deepsphere==0.2.1
+# torch-harmonics (the SHT-based CNN of the shapes experiment, a peer in the benchmarks): its wheel
+# asks for a CUDA torch; it runs on the CPU torch above, hence --no-deps.
+python -m pip install -q --no-deps torch-harmonics==0.9.3

@@ -31,7 +31,8 @@ import numpy as np
 
 import graphsphere as gs
 from graphsphere.data import sources
-from graphsphere.data.meshes import MeshProjector, ShapeCollection, available_engines, load_mesh, random_perturbation
+from graphsphere.data.meshes import MeshProjector, available_engines, load_mesh, random_perturbation
+from graphsphere.data.shapes import ShapeCollection
 
 MESHES = ["meshes/cube-meshed.off", "meshes/cow.off", "meshes/fandisk.off", "meshes/bunny00.off",
           "meshes/refined_elephant.off"]

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "graphsphere.commands.data",
     "graphsphere.commands.experiment",
     "graphsphere.commands.stations",
+    "graphsphere.commands.shapes",
 ]
 
 

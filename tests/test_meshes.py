@@ -12,8 +12,7 @@ trimesh = pytest.importorskip("trimesh")
 
 import graphsphere as gs  # noqa: E402
 from graphsphere.data import meshes  # noqa: E402
-from graphsphere.data.meshes import (  # noqa: E402
-    CHANNELS, MeshReadError, ShapeCollection, load_mesh, normalize, project, random_perturbation)
+from graphsphere.data.meshes import MeshReadError, load_mesh, normalize, project, random_perturbation  # noqa: E402
 
 ENGINES = meshes.available_engines()
 HEALPIX8 = gs.sampling.HEALPix(nside=8)
@@ -235,69 +234,6 @@ def test_mixed_polygon_off_is_read(tmp_path):
     assert np.isclose(mesh.volume, 1 / 3)
 
 
-# --- the collection and its cache -------------------------------------------------------------------
-
-@pytest.fixture
-def folder(tmp_path):
-    root = tmp_path / "meshes"
-    root.mkdir()
-    trimesh.creation.box(extents=(1, 2, 3)).export(root / "box.off")
-    asymmetric_mesh().export(root / "odd.ply")
-    trimesh.creation.icosphere(2).export(root / "ball.stl")
-    return root
-
-
-def test_collection_projects_caches_and_reuses(folder, tmp_path, monkeypatch):
-    categories = {"box.off": "primitive", "odd.ply": "mechanical", "ball.stl": "primitive"}
-    kwargs = dict(root=folder, categories=categories, max_translation=0.1, cache_dir=tmp_path / "cache")
-    shapes = ShapeCollection(HEALPIX8, **kwargs)
-    assert [e.name for e in shapes.entries] == ["ball.stl", "box.off", "odd.ply"]
-    assert shapes.category_names == ["mechanical", "primitive"] and shapes.labels.tolist() == [1, 1, 0]
-    pairs = [(0, 0), (2, 0), (2, 1), (1, 3)]
-    x = shapes.samples(pairs, progress=False)
-    assert x.shape == (4, HEALPIX8.npix, len(CHANNELS)) and x.dtype == np.float32
-    # each sample is the mesh under its own perturbation
-    p = shapes.perturbation(2, 1)
-    np.testing.assert_allclose(x[2], project(load_mesh(folder / "odd.ply"), HEALPIX8, *p), atol=1e-6)
-    assert np.abs(x[1] - x[2]).max() > 0.05  # seeds 0 and 1 differ
-    cached = sorted((tmp_path / "cache" / "shapes").iterdir())
-    assert len(cached) == 4 and all(c.suffix == ".npy" for c in cached)  # no temporary file left
-    # a re-run, even in a new collection object, reads the cache and projects nothing
-    monkeypatch.setattr(meshes, "_project_task", lambda *a: pytest.fail("projected although cached"))
-    again = ShapeCollection(HEALPIX8, **kwargs).samples(pairs[::-1], progress=False)
-    np.testing.assert_array_equal(again, x[::-1])
-    # other settings, another sampling or another seed are other keys
-    paths = {shapes.cache_path(2, 1),
-             ShapeCollection(HEALPIX8, **dict(kwargs, max_translation=0.2)).cache_path(2, 1),
-             ShapeCollection(gs.sampling.HEALPix(nside=4), **kwargs).cache_path(2, 1),
-             ShapeCollection(HEALPIX8, **dict(kwargs, protocol="z")).cache_path(2, 1),
-             shapes.cache_path(2, 2)}
-    assert len(paths) == 5
-
-
-def test_collection_cache_key_follows_the_file(folder, tmp_path):
-    categories = {"box.off": "primitive"}
-    before = ShapeCollection(HEALPIX8, folder, categories=categories, cache_dir=tmp_path).cache_path(0, 0)
-    trimesh.creation.box(extents=(1, 2, 3.5)).export(folder / "box.off")
-    after = ShapeCollection(HEALPIX8, folder, categories=categories, cache_dir=tmp_path).cache_path(0, 0)
-    assert before != after
-
-
-def test_collection_workers_give_the_same_maps(folder):
-    shapes = ShapeCollection(HEALPIX8, folder, categories={"box.off": "a", "odd.ply": "b", "ball.stl": "a"},
-                             cache_dir=False, max_translation=0.1)
-    pairs = [(i, j) for i in range(3) for j in range(2)]
-    np.testing.assert_array_equal(shapes.samples(pairs, workers=2, progress=False),
-                                  shapes.samples(pairs, workers=1, progress=False))
-
-
-def test_collection_selection_errors(folder):
-    with pytest.raises(FileNotFoundError, match="nothere.off"):
-        ShapeCollection(HEALPIX8, folder, categories={"nothere.off": "x"})
-    with pytest.raises(KeyError, match="box.off"):
-        ShapeCollection(HEALPIX8, folder, categories={"box.off": "point set"}, names=["box.off"])
-
-
 # --- the real meshes of libcgal-demo ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -316,8 +252,9 @@ def cgal_meshes(tmp_path_factory):
 
 def test_categories_cover_the_package(cgal_meshes):
     from graphsphere.data import sources
+    from graphsphere.data.shapes import load_categories
 
-    categories = meshes.load_categories()
+    categories = load_categories()
     assert sorted(categories) == sorted(rel for rel, _, _ in sources.SOURCES["cgal-meshes"].files)
     assert set(categories.values()) == {"animal", "human", "mechanical", "primitive", "surface", "other",
                                         "point set"}
@@ -338,9 +275,3 @@ def test_real_cube_matches_the_analytic_cube(cgal_meshes):
     np.testing.assert_allclose(maps[:, 1], largest, atol=1e-6)
 
 
-def test_real_collection(cgal_meshes, tmp_path):
-    shapes = ShapeCollection(HEALPIX8, cgal_meshes, names=["meshes/bunny00.off", "meshes/fandisk.off"],
-                             cache_dir=tmp_path, max_translation=0.05)
-    assert [e.category for e in shapes.entries] == ["animal", "mechanical"]
-    x = shapes.samples([(0, 0), (1, 0)], progress=False)
-    assert (x[:, :, 0] > 0).mean() > 0.95 and x[:, :, 0].max() < 1.1

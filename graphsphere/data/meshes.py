@@ -36,9 +36,7 @@ Ray engine: Intel Embree through the ``embreex`` package when it is installed (t
 as ``trimesh.ray.ray_pyembree``), else trimesh's pure-Python intersector, which gives the same maps
 but is about a thousand times slower (tens of seconds per nside-32 sample): ``pip install embreex``.
 
-This module is long because the path from a mesh file to cached training samples (read, project,
-perturb, collect and cache) shares the choices above and is documented in one place; each part is
-short.
+Collections of meshes, their cached samples and the ``shapes`` dataset: :mod:`graphsphere.data.shapes`.
 
 Example
 -------
@@ -54,23 +52,16 @@ Example
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 import warnings
-import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = [
     "CHANNELS", "PROJECTION_VERSION", "MeshReadError", "load_mesh", "normalize", "convex_hull",
     "available_engines", "MeshProjector", "project", "Perturbation", "random_perturbation",
-    "load_categories", "MeshEntry", "ShapeCollection", "default_cache_dir",
 ]
 
 #: The 6 channels of a projected map, in order.
@@ -82,9 +73,6 @@ PROJECTION_VERSION = 1
 #: Rays per call of trimesh's own intersector: its candidate lists grow with rays x faces, and a whole
 #: nside-32 sphere in one call was seen to need tens of GB on a 90k-face mesh.
 _TRIANGLE_CHUNK = 256
-
-CATEGORIES_CSV = Path(__file__).with_name("shape_categories.csv")
-
 
 class MeshReadError(ValueError):
     """A mesh file that cannot be read, or that holds no surface to project."""
@@ -411,240 +399,3 @@ def random_perturbation(rng: np.random.Generator, protocol: str = "SO3", max_tra
     direction /= np.linalg.norm(direction)
     translation = direction * max_translation * rng.uniform() ** (1 / 3)  # uniform in the ball
     return Perturbation(rotation, translation, float(rng.uniform(low, high)))
-
-
-# --- the collection of real meshes -------------------------------------------------------------------
-
-def load_categories(path: str | os.PathLike | None = None) -> dict[str, str]:
-    """The coarse category of each file of the ``cgal-meshes`` data set, from
-    ``graphsphere/data/shape_categories.csv`` (or ``path``).
-
-    >>> categories = load_categories()
-    >>> len(categories), categories["meshes/bunny00.off"], categories["points_3/kitten.off"]
-    (154, 'animal', 'point set')
-    """
-    import csv
-
-    with open(path or CATEGORIES_CSV, newline="", encoding="utf-8") as f:
-        rows = csv.DictReader(line for line in f if not line.startswith("#"))
-        return {row["file"]: row["category"] for row in rows}
-
-
-def default_cache_dir() -> Path:
-    """Where projected maps are cached: ``$GRAPHSPHERE_CACHE/projections``, else
-    ``~/.cache/graphsphere/projections``."""
-    root = os.environ.get("GRAPHSPHERE_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "graphsphere") / "projections"
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-@dataclass(frozen=True)
-class MeshEntry:
-    """One mesh of a :class:`ShapeCollection`."""
-
-    name: str      # path relative to the collection's root, e.g. "meshes/bunny00.off"
-    path: Path
-    category: str
-    sha256: str
-
-
-def _pool_context():
-    """Workers come from a fresh server process, never forked from this one: Embree's thread pool (and
-    torch's) may already run here, and forking a process with live thread pools can hang the child.
-    The server imports this module once, so each worker starts in milliseconds."""
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
-
-
-def _project_task(path: str, engine: str, directions: np.ndarray, perturbations: list[Perturbation]):
-    """Worker: one mesh, several perturbations (the mesh's ray structure is built once)."""
-    projector = MeshProjector(load_mesh(path), engine=engine)
-    return [projector.project(directions, *p) for p in perturbations]
-
-
-class ShapeCollection:
-    """The meshes of a folder (by default the ``cgal-meshes`` data set) with their categories, and
-    their projected, perturbed samples, cached on disk.
-
-    A sample is (mesh ``i``, perturbation seed ``j``): the perturbation is drawn from a generator seeded
-    with ``(seed, j, crc32(mesh name))``, so it depends on the mesh and the seed, not on which other
-    meshes or seeds are asked for. A projected sample is cached in ``cache_dir`` under a digest of the
-    mesh file's sha256, the sampling's pixel directions, the perturbation settings and seed, and
-    :data:`PROJECTION_VERSION`: any change of these projects afresh, a re-run reuses the files.
-
-    Parameters
-    ----------
-    sampling : graphsphere sampling or (npix, 3) directions
-    root : path, optional
-        Folder of mesh files; default: the ``cgal-meshes`` data set, fetched if needed.
-    categories : dict or path, optional
-        File (relative to ``root``) -> category; default: ``shape_categories.csv``. Files without a
-        category are left out.
-    exclude : iterable of str
-        Categories left out (default: "point set", the files without faces).
-    names : iterable of str, optional
-        Keep only these files.
-    protocol, max_translation, scale_range
-        The perturbations (:func:`random_perturbation`).
-    seed : int
-        Base seed of all perturbations.
-    cache_dir : path, None or False
-        None: :func:`default_cache_dir`; False: no cache.
-    engine : {"auto", "embree", "triangle"}
-
-    >>> import graphsphere as gs
-    >>> shapes = ShapeCollection(gs.sampling.HEALPix(nside=32))        # doctest: +SKIP
-    >>> len(shapes), shapes.category_names[:3]                          # doctest: +SKIP
-    (142, ['animal', 'human', 'mechanical'])
-    >>> x = shapes.samples([(0, 0), (0, 1)], workers=2)                 # doctest: +SKIP
-    >>> x.shape                                                         # doctest: +SKIP
-    (2, 12288, 6)
-    """
-
-    def __init__(self, sampling, root=None, *, categories=None, exclude: Iterable[str] = ("point set",),
-                 names: Iterable[str] | None = None, protocol: str = "SO3", max_translation: float = 0.0,
-                 scale_range: tuple[float, float] = (1.0, 1.0), seed: int = 0, cache_dir=None,
-                 engine: str = "auto"):
-        if root is None:
-            from .sources import fetch
-
-            root = fetch("cgal-meshes")
-        self.root = Path(root)
-        self.directions = _directions(sampling)
-        if categories is None or isinstance(categories, (str, os.PathLike)):
-            categories = load_categories(categories)
-        wanted = set(names) if names is not None else None
-        excluded = set(exclude)
-        self.entries: list[MeshEntry] = []
-        for name, category in sorted(categories.items()):
-            if category in excluded or (wanted is not None and name not in wanted):
-                continue
-            path = self.root / name
-            if not path.is_file():
-                raise FileNotFoundError(f"mesh file {path} listed in the categories is missing from {self.root}")
-            self.entries.append(MeshEntry(name, path, category, _file_sha256(path)))
-        if wanted is not None and len(self.entries) != len(wanted):
-            missing = sorted(wanted - {e.name for e in self.entries})
-            raise KeyError(f"not in the collection (no category, or excluded): {', '.join(missing)}")
-        if not self.entries:
-            raise ValueError(f"no mesh selected from {self.root}")
-        random_perturbation(np.random.default_rng(0), protocol, max_translation, scale_range)  # validate now
-        self.protocol, self.max_translation, self.scale_range = protocol, float(max_translation), tuple(scale_range)
-        self.seed = int(seed)
-        self.engine = _resolve_engine(engine)
-        self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / "shapes"
-        self.category_names = sorted({e.category for e in self.entries})
-        self._sampling_digest = hashlib.sha256(np.ascontiguousarray(self.directions).tobytes()).hexdigest()
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Category index (in :attr:`category_names`) of each mesh."""
-        return np.array([self.category_names.index(e.category) for e in self.entries])
-
-    def perturbation(self, index: int, seed: int) -> Perturbation:
-        """The perturbation of sample (mesh ``index``, seed ``seed``)."""
-        name = self.entries[index].name
-        rng = np.random.default_rng([self.seed, int(seed), zlib.crc32(name.encode())])
-        return random_perturbation(rng, self.protocol, self.max_translation, self.scale_range)
-
-    def cache_path(self, index: int, seed: int) -> Path | None:
-        """The cache file of a sample (None without a cache)."""
-        if self.cache_dir is None:
-            return None
-        entry = self.entries[index]
-        key = json.dumps({"version": PROJECTION_VERSION, "mesh": entry.sha256, "sampling": self._sampling_digest,
-                          "protocol": self.protocol, "max_translation": self.max_translation,
-                          "scale_range": list(self.scale_range), "base_seed": self.seed, "seed": int(seed)},
-                         sort_keys=True)
-        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        return self.cache_dir / f"{Path(entry.name).stem}-{digest}.npy"
-
-    def sample(self, index: int, seed: int) -> np.ndarray:
-        """The [npix, 6] maps of one sample."""
-        return self.samples([(index, seed)], progress=False)[0]
-
-    def samples(self, pairs: Sequence[tuple[int, int]], *, workers: int = 1, progress: bool = True) -> np.ndarray:
-        """The [len(pairs), npix, 6] float32 maps of samples (mesh index, seed), from the cache where
-        there, projected (in ``workers`` processes) and cached otherwise.
-
-        With ``workers > 1`` the workers start from a fresh server process (multiprocessing's
-        "forkserver"), so a script must guard its entry point with ``if __name__ == "__main__":``.
-        """
-        pairs = [(int(i), int(j)) for i, j in pairs]
-        out = np.empty((len(pairs), len(self.directions), len(CHANNELS)), dtype=np.float32)
-        todo: dict[int, list[int]] = {}  # mesh index -> positions in pairs still to project
-        for k, (i, j) in enumerate(pairs):
-            path = self.cache_path(i, j)
-            if path is not None and path.is_file():
-                try:
-                    out[k] = np.load(path)
-                    continue
-                except (ValueError, OSError):  # unreadable (e.g. foreign) file: project again
-                    pass
-            todo.setdefault(i, []).append(k)
-        if not todo:
-            return out
-        bar = None
-        if progress:
-            try:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=sum(map(len, todo.values())), desc="projecting meshes", unit="sample")
-            except ImportError:
-                pass
-        tasks = [(str(self.entries[i].path), self.engine, self.directions,
-                  [self.perturbation(i, pairs[k][1]) for k in ks]) for i, ks in todo.items()]
-
-        def store(i: int, maps: list[np.ndarray]) -> None:
-            for k, m in zip(todo[i], maps):
-                out[k] = m
-                path = self.cache_path(i, pairs[k][1])
-                if path is not None:
-                    _save_atomic(path, m)
-            if bar is not None:
-                bar.update(len(maps))
-
-        try:
-            if workers <= 1:
-                for i, task in zip(todo, tasks):
-                    store(i, _project_task(*task))
-            else:
-                # largest files first, so that no big mesh starts last and leaves the other workers idle
-                order = sorted(range(len(tasks)), key=lambda t: -os.path.getsize(tasks[t][0]))
-                meshes = list(todo)
-                with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-                    futures = {pool.submit(_project_task, *tasks[t]): meshes[t] for t in order}
-                    for future in as_completed(futures):
-                        store(futures[future], future.result())
-        finally:
-            if bar is not None:
-                bar.close()
-        return out

@@ -28,6 +28,7 @@ BUILTIN_MODELS = {
     "SphericalUNet": "graphsphere.models.unet:SphericalUNet",
     "ConvNet2D": "graphsphere.experiments.cosmology.baselines:ConvNet2D",
     "StationGCN": "graphsphere.experiments.stations.models:StationGCN",
+    "SHTCNN": "graphsphere.experiments.shapes.sht_cnn:SHTCNN",
 }
 
 _REGISTERED: dict[str, type] = {}

@@ -341,8 +341,10 @@ def _fit(cfg: Config, out: Path, callbacks, trust_code: bool) -> FitResult:
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None)
 
         metrics = {"val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}}
-        best_cb = next(cb for cb in trainer.checkpoint_callbacks if cb.filename == "best")
-        best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
+        # This folder's own best.ckpt: Lightning restores the path it had when the run was first trained,
+        # which is wrong when the folder was copied or moved since.
+        best = out / "checkpoints" / "best.ckpt"
+        best = best if best.exists() else None
         if splits.test is not None:
             weights = module.state_dict()
             res = trainer.test(module, datamodule=dm, ckpt_path=str(best) if best else None, verbose=False)
