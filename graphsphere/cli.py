@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "graphsphere.commands.experiment",
     "graphsphere.commands.stations",
     "graphsphere.commands.shapes",
+    "graphsphere.commands.climate",
 ]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def atomic_write(path, mode: str = "wb"):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp creates the file owner-only (0600): give it the mode a plain open() would (the file's own
+    # when it is replaced, else 0666 less the umask), so results and pictures stay readable by the group.
+    os.chmod(tmp, _mode_of(path))
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -53,6 +57,15 @@ def atomic_write(path, mode: str = "wb"):
             os.remove(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _mode_of(path: Path) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:

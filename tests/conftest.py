@@ -28,3 +28,45 @@ def one_torch_thread():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# ---- no silent skips (issue 18) ----------------------------------------------------------------
+# The README's test command runs after setup.sh, which installs every extra: a test skipped there
+# for a missing package or tool is a hole in the run, not a detail. Only skips that depend on the
+# hardware are expected (a CUDA device, or its absence), and docstring examples marked ``+SKIP`` in the
+# source (a long computation, shown not run, visibly). Any other skip fails the session, with the list
+# of skips; set GRAPHSPHERE_ALLOW_SKIPS=1 to run without the extras on purpose.
+EXPECTED_SKIPS = ("no CUDA device", "a GPU is present", "all tests skipped by +SKIP option")
+_unexpected_skips: list[tuple[str, str]] = []
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (file, line, "Skipped: reason")
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if not any(expected in reason for expected in EXPECTED_SKIPS):
+            _unexpected_skips.append((report.nodeid, reason))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _unexpected_skips:
+        return
+    allowed = os.environ.get("GRAPHSPHERE_ALLOW_SKIPS") == "1"
+    terminalreporter.section("unexpected skips" + (" (allowed by GRAPHSPHERE_ALLOW_SKIPS=1)" if allowed else ""))
+    for nodeid, reason in _unexpected_skips:
+        terminalreporter.write_line(f"{nodeid}: {reason}")
+    if not allowed:
+        terminalreporter.write_line(
+            f"{len(_unexpected_skips)} test(s) skipped for a reason other than the hardware: install what they "
+            "need (bash setup.sh installs every extra) or set GRAPHSPHERE_ALLOW_SKIPS=1 to accept the skips.")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _unexpected_skips and os.environ.get("GRAPHSPHERE_ALLOW_SKIPS") != "1" and exitstatus == 0:
+        session.exitstatus = 1

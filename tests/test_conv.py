@@ -269,7 +269,9 @@ def test_autocast_bfloat16(graph):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = m(x.bfloat16())
     assert y.dtype == torch.float32  # computed in float32 from the bf16-rounded input
-    torch.testing.assert_close(y, ref, rtol=0.05, atol=0.05)
+    # Rounding the input to bf16 (relative step 2**-8 = 0.39 %) moved the output by at most 0.27 % of its
+    # largest value over 50 seeds: the bound is 0.6 %, twice the measured error.
+    assert (y - ref).abs().max() <= 0.006 * ref.abs().max()
     y.sum().backward()
     assert m.weight.grad.dtype == torch.float32 and torch.isfinite(m.weight.grad).all()
     yb = ChebConv(4, 6, K=4, graph=graph).bfloat16()(x.bfloat16())  # explicit bf16, no autocast

@@ -52,8 +52,8 @@ def test_heuristic_and_tuned_widths():
     s32 = gs.sampling.HEALPix(nside=32)
     tuned = gs.SphereGraph(s32, k=20, kernel_width="tuned")
     assert tuned.t == kernel_widths.tuned_t(s32, 20)
-    # our widths (tuned against accurate rotations) stay within 10% of the published sigma
-    assert kernel_widths.t_to_sigma(tuned.t) == pytest.approx(0.03185, rel=0.1)
+    # our width (tuned against accurate rotations) is 2.7 % narrower than the published sigma: bound 4 %
+    assert kernel_widths.t_to_sigma(tuned.t) == pytest.approx(0.03185, rel=0.04)
     published = kernel_widths.published_t(32, 20)
     assert published == pytest.approx(0.03185**2 / (4 * np.log(2)))
     # fitted law sigma = c / nside outside the table: nside * sigma ~ 0.79 for k = 8

@@ -63,11 +63,13 @@ def test_shipped_table_is_consistent():
 
 
 def test_tuned_widths_are_close_to_the_published_ones_for_healpix():
-    # Published widths were tuned against less accurate rotations; ours agree within 20% in sigma (13% at most, measured).
+    # Published widths were tuned against less accurate rotations. Measured differences in sigma: k = 8 and 20
+    # at most 4.6 %, k = 40 at most 10.3 % (ours narrower); the bounds add 1.5 and 3 points of margin.
+    bound = {8: 0.06, 20: 0.06, 40: 0.13}
     for k in (8, 20, 40):
         for nside in (32, 64):
             ours = kw.t_to_sigma(kw.tuned_t(gs.sampling.HEALPix(nside=nside), k))
-            assert ours == pytest.approx(kw.published_sigma(nside, k), rel=0.2)
+            assert ours == pytest.approx(kw.published_sigma(nside, k), rel=bound[k])
 
 
 def test_tuned_t_lookup_and_law():

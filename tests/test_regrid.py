@@ -104,6 +104,20 @@ def test_grid_errors_name_the_problem():
         LatLonGrid([0, 10], [0, 10], lat_edges=[-5, 5])
 
 
+def test_points_on_the_seam_of_a_periodic_grid_are_inside():
+    # The ferret winds' columns start at 18.75 E: a longitude a rounding error west of the first edge wraps to
+    # e0 + 360, the last edge; on a periodic grid that is the seam (found by the climate experiment: two
+    # HEALPix nside-16 pixels got no source cell).
+    g = LatLonGrid(np.arange(-90, 90.1, 2.5), 20 + 2.5 * np.arange(144))
+    assert g.periodic and g.lon_edges[0] == 18.75
+    e0 = g.lon_edges[0]
+    cells = g.locate([np.nextafter(e0, -np.inf), e0 + 360 - 1e-9, e0 + 1e-9], [0.0, 0.0, 0.0])
+    assert (cells >= 0).all()
+    assert cells.tolist() == [cells[2], cells[2] + 143, cells[2]]    # first column, last column, first column
+    region = LatLonGrid(np.arange(31, 60, 2.0), np.arange(-9, 30, 2.0))   # not periodic: the east edge is outside
+    assert region.locate([region.lon_edges[-1] + 1e-9], [40.0]).tolist() == [-1]
+
+
 def test_regional_grid_is_not_periodic_and_outside_is_nan():
     region = LatLonGrid(np.arange(31, 60, 2.0), np.arange(-9, 30, 2.0))          # Europe-ish, 2-degree cells
     assert not region.periodic and not region.covers_sphere

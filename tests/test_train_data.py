@@ -270,3 +270,18 @@ def test_patches_dataset_from_config(tmp_path):
     np.save(tmp_path / "y.npy", np.arange(9) % 2)
     with pytest.raises(ValueError, match="10 maps but 9 labels"):
         build_splits(load_config(cfg))
+
+
+def test_a_registered_dataset_cannot_shadow_a_built_in_one():
+    # docs/training.md once registered its example as "stations": every later config naming the built-in
+    # stations data set trained on the example instead (found by the docs test, run after it)
+    from graphsphere.data.registry import BUILTIN_DATASETS, dataset_entry, register_dataset
+
+    def build_mine(sampling, task, seed, *, path: str):
+        raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="'stations' is a built-in dataset name"):
+        register_dataset("stations")(build_mine)
+    assert dataset_entry("stations").builder.__module__ == BUILTIN_DATASETS["stations"]
+    register_dataset("test_mine_not_built_in")(build_mine)
+    assert dataset_entry("test_mine_not_built_in").builder is build_mine

@@ -9,7 +9,7 @@ and out, and the data sets of the experiments. Submodules load on first use
 import importlib
 
 _SUBMODULES = ("cosmology", "maps", "io", "synthetic", "datasets", "registry", "regrid", "climate", "sources",
-               "meshes", "stations", "station_tasks")
+               "meshes", "stations", "station_tasks", "climate_tasks", "climate_datasets", "skymaps", "shapes")
 _FROM_REGISTRY = ("Splits", "register_dataset", "build_splits", "dataset_names")
 
 __all__ = [*_FROM_REGISTRY, *_SUBMODULES]

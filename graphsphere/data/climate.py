@@ -23,7 +23,8 @@ north, longitudes from 20 or 21 degrees east), the times as ``datetime64[M]`` (t
 is dated in year 0), units and long names.
 
 The labels of the segmentation task and the forecasting arrays are in
-:mod:`graphsphere.data.climate_tasks`.
+:mod:`graphsphere.data.climate_tasks`, the training engine's data sets in
+:mod:`graphsphere.data.climate_datasets`.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ Exceedances are more frequent in the test years than in the training years, as e
 thresholds estimated from few years (a new year beats the largest of n earlier values with
 probability 1 / (n + 1)).
 
+The training engine's data sets ``climate_segmentation`` and ``climate_forecast`` (configs'
+``data.name``), built on these functions, are in :mod:`graphsphere.data.climate_datasets`.
+
 Example
 -------
 >>> import numpy as np
@@ -298,3 +301,8 @@ def forecast_arrays(u, v, times, land, test_years: Iterable[int], n_input: int =
     channels = tuple(f"{c}[t-{k}]" for k in range(n_input, 0, -1) for c in ("u", "v")) + ("land",)
     return ForecastArrays(x[is_train], y[is_train], x[is_test], y[is_test], times[targets[is_train]],
                           times[targets[is_test]], channels)
+
+
+# --------------------------------------------------------------------------------------------------
+# The training engine's data sets: climate_segmentation and climate_forecast
+# --------------------------------------------------------------------------------------------------

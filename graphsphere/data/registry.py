@@ -35,7 +35,9 @@ __all__ = ["Splits", "DatasetEntry", "register_dataset", "dataset_entry", "datas
 BUILTIN_DATASETS = {"synthetic": "graphsphere.data.datasets", "npy": "graphsphere.data.datasets",
                     "patches": "graphsphere.data.datasets", "cosmology": "graphsphere.data.datasets",
                     "shapes": "graphsphere.data.shapes", "maps": "graphsphere.data.skymaps",
-                    "stations": "graphsphere.data.station_tasks"}
+                    "stations": "graphsphere.data.station_tasks",
+                    "climate_segmentation": "graphsphere.data.climate_datasets",
+                    "climate_forecast": "graphsphere.data.climate_datasets"}
 
 
 @dataclass
@@ -90,6 +92,10 @@ def register_dataset(name: str, params: type[BaseModel] | None = None, hint: str
     file is missing)."""
 
     def deco(builder):
+        # A built-in name registers only from its own module: a user's "stations" silently replacing the
+        # built-in one would change what every config naming it trains on.
+        if name in BUILTIN_DATASETS and builder.__module__ != BUILTIN_DATASETS[name]:
+            raise ValueError(f"{name!r} is a built-in dataset name; register yours under another name")
         schema = params or _params_from_signature(name, builder)
         _DATASETS[name] = DatasetEntry(name, builder, schema, hint)
         return builder

@@ -29,6 +29,7 @@ BUILTIN_MODELS = {
     "ConvNet2D": "graphsphere.experiments.cosmology.baselines:ConvNet2D",
     "StationGCN": "graphsphere.experiments.stations.models:StationGCN",
     "SHTCNN": "graphsphere.experiments.shapes.sht_cnn:SHTCNN",
+    "PixelNet": "graphsphere.experiments.climate.baselines:PixelNet",
 }
 
 _REGISTERED: dict[str, type] = {}

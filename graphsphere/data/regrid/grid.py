@@ -268,6 +268,8 @@ class LatLonGrid:
         e0 = self.lon_edges[0]
         lon_f = e0 + (lon - e0) % 360.0
         col = np.searchsorted(self.lon_edges, lon_f, side="right") - 1
+        if self.periodic:  # past the last edge by rounding (lon_f ~ e0 + 360): the seam, i.e. the first column
+            col = np.where(col >= self.lon.size, 0, col)
         inside &= (col >= 0) & (col < self.lon.size)
         return np.where(inside, row * self.lon.size + col, -1)
 

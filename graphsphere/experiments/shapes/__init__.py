@@ -10,9 +10,7 @@ the SHREC'17 retrieval metrics (:mod:`.retrieval`). Modules: :mod:`.config` (the
 """
 
 from .config import LABELS, METHODS, ExperimentConfig, load_config
-from .runner import PAPER_SHREC17, _register_sht_model, format_table, precision_recall_curve, run
-
-_register_sht_model()  # SHTCNN is a model name configs and checkpoints may use (torch-harmonics loads on use)
+from .runner import PAPER_SHREC17, format_table, precision_recall_curve, run
 
 __all__ = ["ExperimentConfig", "load_config", "run", "format_table", "precision_recall_curve", "METHODS", "LABELS",
            "PAPER_SHREC17"]

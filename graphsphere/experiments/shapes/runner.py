@@ -94,15 +94,6 @@ def _run_dir(cfg: ExperimentConfig, method: str, protocol: str, n_train: int) ->
     return Path(cfg.output_dir) / "runs" / f"{method}_{_PROTOCOL_TAG[protocol]}_{digest}"
 
 
-def _register_sht_model() -> None:
-    """Make the SHT CNN a model the engine (and its checkpoints) can name."""
-    from ...models import model_names, register_model
-    from .sht_cnn import SHTCNN
-
-    if "SHTCNN" not in model_names():
-        register_model(SHTCNN)
-
-
 # --- training ----------------------------------------------------------------------------------------
 
 def _epoch_timer(path: Path):
@@ -350,8 +341,6 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
     import torch
 
     cfg = cfg if isinstance(cfg, ExperimentConfig) else load_config(cfg)
-    if "sht_cnn" in cfg.methods:
-        _register_sht_model()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

@@ -25,8 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...models import SphereModel, register_model
-from ...models.registry import BUILTIN_MODELS
+from ...models import SphereModel
 from ...nn import ChebConv, VertexBatchNorm
 from .graphs import neighbour_distances, resolve_kernel_width
 
@@ -109,8 +108,3 @@ class StationGCN(SphereModel):
             return nn.functional.mse_loss(output[keep], target[keep])
         return nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1), ignore_index=-1)
 
-
-# A built-in entry (graphsphere.models.registry.BUILTIN_MODELS) makes checkpoints load without this import;
-# registering over it would be refused.
-if "StationGCN" not in BUILTIN_MODELS:
-    register_model(StationGCN)
