@@ -52,28 +52,41 @@ NEIGHBOURS = ("knn", "healpix", "grid")
 KERNEL_WIDTHS = ("auto", "tuned", "mean", "mean_distance")
 #: Version of the .npz layout written by SphereGraph.save (1: before the sampling state).
 _FORMAT = 2
+#: Rows per k-d tree query in :func:`knn` (bounds the query's temporary arrays to ~20 MB per neighbour).
+_KNN_BLOCK = 1 << 18
 
 
 def knn(xyz: np.ndarray, k: int, workers: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours of every point (itself excluded).
 
-    Returns ``(cols, sq_dist)``, both (n, k): neighbour indices and squared
-    chordal distances. Uses a k-d tree on the unit vectors, O(n log n).
+    Returns ``(cols, sq_dist)``, both (n, k): neighbour indices (int32 below 2**31 points) and
+    squared chordal distances. Uses a k-d tree on the unit vectors, O(n log n), queried in
+    blocks of rows so that the query's own (n, k + 1) float64 and int64 arrays never exist
+    whole (at HEALPix nside 2048, 50 M points, they would take 7 GB).
+
+    >>> import numpy as np
+    >>> cols, sq = knn(np.eye(3), 1)                  # three orthogonal unit vectors
+    >>> cols.shape, round(float(sq[0, 0]), 12)        # every other one at chord sqrt(2)
+    ((3, 1), 2.0)
     """
     n = len(xyz)
     if not 1 <= k < n:
         raise ValueError(f"k must be between 1 and npix - 1 = {n - 1}, got k={k}")
     tree = cKDTree(xyz, leafsize=32, balanced_tree=False, compact_nodes=False)
-    dist, cols = tree.query(xyz, k=k + 1, workers=workers)
-    # The nearest point is the point itself, except for exact duplicates,
-    # where it may come second: drop column 0 only after moving self there.
-    rows = np.arange(n)
-    self_pos = np.argmax(cols == rows[:, None], axis=1)
-    fix = self_pos != 0
-    if fix.any():
-        r = rows[fix]
-        cols[r, self_pos[fix]], dist[r, self_pos[fix]] = cols[r, 0], dist[r, 0]
-    return cols[:, 1:], dist[:, 1:] ** 2
+    cols = np.empty((n, k), dtype=np.int32 if n < 2**31 - 1 else np.int64)
+    sq = np.empty((n, k))
+    for start in range(0, n, _KNN_BLOCK):
+        stop = min(start + _KNN_BLOCK, n)
+        dist, c = tree.query(xyz[start:stop], k=k + 1, workers=workers)
+        # The nearest point is the point itself, except for exact duplicates,
+        # where it may come second: drop column 0 only after moving self there.
+        self_pos = np.argmax(c == np.arange(start, stop)[:, None], axis=1)
+        fix = np.flatnonzero(self_pos != 0)
+        if fix.size:
+            c[fix, self_pos[fix]], dist[fix, self_pos[fix]] = c[fix, 0], dist[fix, 0]
+        cols[start:stop] = c[:, 1:]
+        np.square(dist[:, 1:], out=sq[start:stop])
+    return cols, sq
 
 
 def healpix_neighbours(sampling: HEALPix) -> tuple[np.ndarray, np.ndarray]:
@@ -114,15 +127,21 @@ def laplacian(W: sp.spmatrix, kind: str = "normalized") -> sp.csr_matrix:
     """
     if kind not in LAPLACIANS:
         raise ValueError(f"laplacian must be one of {LAPLACIANS}, got {kind!r}")
+    W = sp.csr_matrix(W)
+    n = W.shape[0]
     d = np.asarray(W.sum(axis=1)).ravel()
     if kind == "combinatorial":
-        L = sp.diags(d) - W
+        S, diagonal = W, d
     else:
+        # D^-1/2 W D^-1/2 by scaling W's values in place of two sparse-sparse products (which
+        # cost 2x the time and two more copies of the matrix at 12 M vertices).
         with np.errstate(divide="ignore"):
             dinv = np.where(d > 0, 1 / np.sqrt(d), 0.0)
-        Dm = sp.diags(dinv)
-        L = sp.identity(W.shape[0], format="csr") - Dm @ W @ Dm
-    L = sp.csr_matrix(L)
+        rows = np.repeat(np.arange(n, dtype=W.indices.dtype), np.diff(W.indptr))
+        S = sp.csr_matrix((W.data * dinv[rows] * dinv[W.indices], W.indices, W.indptr), shape=W.shape)
+        del rows
+        diagonal = np.ones(n)
+    L = sp.csr_matrix(sp.diags(diagonal, format="csr") - S)
     L.sort_indices()
     return L
 
@@ -204,7 +223,12 @@ def _symmetric_csr(cols: np.ndarray, data: np.ndarray, n: int) -> sp.csr_matrix:
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     index_dtype = np.int32 if indptr[-1] < 2**31 - 1 else np.int64
-    A = sp.csr_matrix((data[valid], cols[valid].astype(index_dtype), indptr.astype(index_dtype)), shape=(n, n))
+    if valid.all():  # k-NN: every row full, the arrays are used as they are (no copy)
+        values, indices = data.reshape(-1), cols.reshape(-1).astype(index_dtype, copy=False)
+    else:
+        values, indices = data[valid], cols[valid].astype(index_dtype)
+    A = sp.csr_matrix((values, indices, indptr.astype(index_dtype)), shape=(n, n))
+    del values, indices
     # The CSC arrays of A are the CSR arrays of its transpose: one
     # linear-time counting sort, no COO round trip.
     Acsc = A.tocsc()
@@ -477,18 +501,22 @@ def _check_params(sampling, k, kernel_width, laplacian, neighbours) -> dict[str,
     return {"k": k, "kernel_width": kernel_width, "laplacian": laplacian, "neighbours": neighbours}
 
 
-def _kernel_t(sampling, k: int, kernel_width, neighbours: str, sq_dist: np.ndarray) -> float:
+def _kernel_t(sampling, k: int, kernel_width, neighbours: str, cols: np.ndarray, sq: np.ndarray) -> float:
     if not isinstance(kernel_width, str):
         return float(kernel_width)
+
+    def edges() -> np.ndarray:  # the squared lengths of the listed edges (a copy only where some are missing)
+        return sq if (cols >= 0).all() else sq[cols >= 0]
+
     if kernel_width == "mean":
-        return kernel_widths.heuristic_t(sq_dist)
+        return kernel_widths.heuristic_t(edges())
     if kernel_width == "mean_distance":
-        return kernel_widths.mean_distance_t(sq_dist)
+        return kernel_widths.mean_distance_t(edges())
     tuned = kernel_widths.tuned_t(sampling, k) if neighbours == "knn" else None
     if tuned is not None:
         return tuned
     if kernel_width == "auto":
-        return kernel_widths.heuristic_t(sq_dist)
+        return kernel_widths.heuristic_t(edges())
     raise ValueError(
         f"no tuned kernel width for {sampling.describe()} with k={k} ({neighbours} neighbours); "
         "pass kernel_width='mean' (the heuristic) or a number")
@@ -520,8 +548,10 @@ def _build(sampling, k, kernel_width, laplacian, neighbours) -> tuple[sp.csr_mat
             c, d = knn(sampling.xyz[perm], k)
             cols, sq = np.empty_like(c), np.empty_like(d)
             cols[perm], sq[perm] = perm[c], d
-    t = _kernel_t(sampling, k, kernel_width, neighbours, sq[cols >= 0])
-    return _symmetric_csr(cols, np.exp(sq / (-4 * t)), n), t
+    t = _kernel_t(sampling, k, kernel_width, neighbours, cols, sq)
+    weights = np.multiply(sq, -1 / (4 * t), out=sq)   # in place: at nside 2048 each (n, k) copy is 3 GB
+    np.exp(weights, out=weights)
+    return _symmetric_csr(cols, weights, n), t
 
 
 def _key(sampling: Sampling, params: dict[str, Any]) -> str:

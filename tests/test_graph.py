@@ -21,6 +21,39 @@ def test_knn_matches_brute_force(rng):
     np.testing.assert_allclose(sq, np.take_along_axis(d2, cols, 1), rtol=1e-10)
 
 
+def test_knn_in_blocks_with_duplicates_matches_brute_force(rng, monkeypatch):
+    # Queried in blocks of 64 rows (the memory bound at 50 M points), with exact duplicates: every row
+    # lists its k nearest others, never itself, whatever block it falls in.
+    import graphsphere.graph as graph_module
+
+    monkeypatch.setattr(graph_module, "_KNN_BLOCK", 64)
+    xyz = rng.standard_normal((300, 3))
+    xyz /= np.linalg.norm(xyz, axis=1, keepdims=True)
+    xyz[150:160] = xyz[140:150]                        # ten duplicated points, across a block boundary
+    cols, sq = knn(xyz, 5)
+    assert cols.dtype == np.int32
+    assert not (cols == np.arange(300)[:, None]).any()
+    d2 = ((xyz[:, None] - xyz[None]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    np.testing.assert_allclose(np.sort(sq, 1), np.sort(d2, 1)[:, :5], atol=1e-14)
+    np.testing.assert_allclose(sq, np.take_along_axis(d2, cols.astype(np.int64), 1), atol=1e-14)
+
+
+def test_laplacians_match_the_dense_formulas(rng):
+    W = sp.random(40, 40, density=0.2, random_state=1, format="csr")
+    W = (W + W.T).tocsr()
+    W.setdiag(0)
+    W.eliminate_zeros()
+    dense = W.toarray()
+    d = dense.sum(1)
+    with np.errstate(divide="ignore"):
+        dinv = np.where(d > 0, 1 / np.sqrt(d), 0.0)
+    np.testing.assert_allclose(gs.graph.laplacian(W, "combinatorial").toarray(), np.diag(d) - dense, atol=1e-14)
+    expected = np.eye(40) - dinv[:, None] * dense * dinv[None, :]
+    np.testing.assert_allclose(gs.graph.laplacian(W, "normalized").toarray(), expected, atol=1e-14)
+    assert gs.graph.laplacian(W).has_sorted_indices
+
+
 def test_weights_are_gaussian_of_chordal_distance_and_symmetric():
     s = gs.sampling.HEALPix(nside=4)
     g = gs.SphereGraph(s, k=8, kernel_width=0.01)
