@@ -24,9 +24,9 @@ def test_knn_matches_brute_force(rng):
 def test_knn_in_blocks_with_duplicates_matches_brute_force(rng, monkeypatch):
     # Queried in blocks of 64 rows (the memory bound at 50 M points), with exact duplicates: every row
     # lists its k nearest others, never itself, whatever block it falls in.
-    import graphsphere.graph as graph_module
+    import graphsphere.neighbours as neighbours_module
 
-    monkeypatch.setattr(graph_module, "_KNN_BLOCK", 64)
+    monkeypatch.setattr(neighbours_module, "_KNN_BLOCK", 64)
     xyz = rng.standard_normal((300, 3))
     xyz /= np.linalg.norm(xyz, axis=1, keepdims=True)
     xyz[150:160] = xyz[140:150]                        # ten duplicated points, across a block boundary
@@ -269,3 +269,4 @@ def test_mean_distance_width_is_pygsps_rule():
     # the weight of an edge of the mean length is one half, by definition of sigma
     d = np.mean(np.sqrt(sq))
     assert np.exp(-d**2 / (4 * g.t)) == pytest.approx(0.5)
+

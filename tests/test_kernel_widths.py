@@ -127,3 +127,20 @@ def test_tune_command_writes_a_table_that_tuned_t_can_read(tmp_path, monkeypatch
     law = table["families"]["HEALPix"]["law"]["8"]
     assert law["fitted_on"] == [4, 8]
     assert (tmp_path / "kernel_widths.png").exists()
+
+
+# ---- found by mutation testing (tools/mutation.py kernel_widths) -----------------------------------
+
+def test_healpix_scaling_constant_is_the_least_squares_fit_of_sigma_to_c_over_nside():
+    for k, table in kw.PUBLISHED_HEALPIX_SIGMA.items():
+        nside = np.array(list(table), dtype=float)
+        c_ref, *_ = np.linalg.lstsq((1 / nside)[:, None], np.array(list(table.values())), rcond=None)
+        assert kw.healpix_scaling_constant(k) == pytest.approx(c_ref[0], rel=1e-12)
+    with pytest.raises(ValueError, match=r"no published HEALPix widths for k=5; published k: \[8, 20, 40, 60\]"):
+        kw.healpix_scaling_constant(5)
+
+
+def test_heuristic_t_is_half_the_mean_squared_edge_length():
+    # squared lengths 1 and 3: mean 2, t = 1 (so the weight of a mean edge is exp(-2 / 4) = exp(-1/2))
+    assert kw.heuristic_t(np.array([1.0, 3.0])) == 1.0
+    assert kw.heuristic_t(np.array([[0.5, 0.5], [0.5, 0.5]])) == 0.25
