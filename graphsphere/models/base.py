@@ -63,7 +63,9 @@ class Block(nn.Module):
         self.norm = VertexBatchNorm(cout) if batchnorm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.norm(self.conv(x)))
+        if isinstance(self.norm, nn.Identity):
+            return torch.relu(self.conv(x))
+        return self.norm(self.conv(x), relu=True)  # one pass over memory for both
 
 
 class SphereModel(nn.Module):

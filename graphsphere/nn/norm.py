@@ -2,7 +2,9 @@
 
 * :class:`VertexBatchNorm`: batch norm over the channels, statistics over
   batch and vertices. It reads the vertex-major memory the Chebyshev
-  convolution returns in place (no transpose copy) and returns the same layout.
+  convolution returns in place (no transpose copy) and returns the same layout;
+  ``bn(x, relu=True)`` applies the ReLU that follows in the same pass (one
+  compiled kernel on CPU: :func:`~graphsphere.nn.functional.normalization.batch_norm_relu`).
 * :func:`convert_sync_batchnorm`: the same, synchronised across processes (DDP on GPUs).
 * :class:`Standardize`: fixed per-channel ``(x - mean) / std`` with constants
   kept in the state_dict (the training engine fits them on the training set).
@@ -19,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .functional.normalization import batch_norm_relu
 
 __all__ = ["VertexBatchNorm", "VertexSyncBatchNorm", "convert_sync_batchnorm", "Standardize"]
 
@@ -43,19 +47,32 @@ class VertexBatchNorm(nn.BatchNorm1d):
     """Batch norm of ``[batch, vertices, channels]`` signals: per channel,
     statistics over batch and vertices (as DeepSphere normalises feature maps).
 
-    The same parameters and running statistics as ``nn.BatchNorm1d(C)``."""
+    The same parameters, running statistics and results as ``nn.BatchNorm1d(C)`` on ``x.transpose(1, 2)``.
+    ``relu=True`` also applies ReLU, in the same pass over memory (the models' blocks use it: batch norm and
+    ReLU as separate torch calls cost more than the convolution in a training step, ``docs/performance.md``)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows, vertex_major = _rows(x, type(self).__name__)
-        return _unrows(super().forward(rows), x, vertex_major)
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"{type(self).__name__} expects [batch, vertices, channels], got shape {tuple(x.shape)}")
+        # nn.BatchNorm1d's bookkeeping: momentum None means a cumulative average of the batch statistics.
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_running = not self.training or self.track_running_stats
+        return batch_norm_relu(x, self.weight, self.bias, self.running_mean if use_running else None,
+                               self.running_var if use_running else None, self.training or self.running_mean is None,
+                               factor, self.eps, relu=relu)
 
 
 class VertexSyncBatchNorm(nn.SyncBatchNorm):
     """:class:`VertexBatchNorm` with statistics synchronised across processes."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         rows, vertex_major = _rows(x, type(self).__name__)
-        return _unrows(super().forward(rows), x, vertex_major)
+        y = _unrows(super().forward(rows), x, vertex_major)
+        return torch.relu(y) if relu else y
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:

@@ -1,26 +1,39 @@
-"""A compiled CPU kernel for one fused step of a Chebyshev recursion.
+"""The compiled CPU kernels behind the Chebyshev convolution and the fused batch norm.
 
 Why: a Chebyshev convolution is memory-bound. Done with separate torch calls,
-each step reads and writes whole activations several times (sparse product,
-combination with the previous term, channel mixing), and torch's kernels for
-these thin shapes run well below memory bandwidth. This kernel does a whole
-step in one pass over the vertices; for each vertex (row) i it forms
+each term reads and writes whole activations several times (sparse product,
+combination with the previous term, channel mixing), torch's kernels for these
+thin shapes run well below memory bandwidth, and each call costs Python and
+dispatch time that dominates on small pyramid levels. Here one C call runs a
+whole recursion: each Chebyshev (or Clenshaw) term is one pass over the
+vertices that, per block of vertices, forms
 
     t_i = alpha * sum_j L_ij X_j + beta * Y_i + E_i @ Wpre + obias     [P, C]
 
-and then, as asked, stores t_i, accumulates ``acc_i (+)= t_i @ Wpost``, and
-accumulates ``gram += G_i^T t_i``. Here X, Y, E, G are ``[V, P, channels]``
-signals with arbitrary vertex and block strides (channels contiguous), so the
-batch-major input of a layer is read in place; ``out`` and ``acc`` are
-contiguous vertex-major ``[V, P, channels]``. ``out`` may be Y itself (row i of
-Y is read before row i of out is written), never X.
+then, as asked, stores t_i, accumulates ``acc_i (+)= t_i @ Wpost``, and
+accumulates ``gram += G_i^T t_i``. Signals are ``[V, P, channels]`` with
+arbitrary vertex and block strides (channels contiguous), so the batch-major
+input of a layer is read in place.
 
 It is plain C with GCC/Clang vector extensions (no torch headers), so it
-compiles in about a second with the system C compiler; the library is cached
-per source, flags and CPU, and called through ctypes (which releases the GIL).
-Rows are split over ``nthreads`` pthreads. If no compiler is found or the
-build fails, :func:`load` returns None and callers use pure torch instead. Set
-``GRAPHSPHERE_NO_KERNEL=1`` to force that.
+compiles in about a second with the system C compiler. Work is split into
+chunks of vertices that a pool of persistent threads (the caller included)
+claims dynamically: a thread the OS has not scheduled costs nothing, the
+others take its share. Chunks never depend on the thread count and partial
+sums are reduced in chunk order, so results are bitwise the same for any
+number of threads. Temporaries (two Chebyshev terms, scratch rows) are kept
+between calls up to ``retain`` bytes (32 MB by default, largest freed first): no allocation in
+steady state on small and medium layers.
+
+The library is cached per source, flags and CPU (it is built with
+``-march=native``) in ``$GRAPHSPHERE_CACHE/kernels`` (default
+``~/.cache/graphsphere/kernels``), beside a SHA-256 of its bytes; a file that
+does not verify (truncated, damaged) is rebuilt rather than loaded. If no
+compiler is found or the build fails, :func:`load` returns None and callers
+use pure torch. Set ``GRAPHSPHERE_NO_KERNEL=1`` to force that.
+
+The module is long because it holds the C source (about 1,050 lines, as Python strings, so that
+no separate data file has to be installed) beside the few functions that build and load it.
 """
 
 from __future__ import annotations
@@ -35,194 +48,561 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
-__all__ = ["load", "advise_hugepages", "SOURCE"]
+__all__ = ["SOURCE", "load", "release"]
 
-_HEADER = r"""
+_HEADER = r"""/* ==== common part (type independent) ==== */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sched.h>
+#include <time.h>
+#include <stdatomic.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
-/* 64-byte vectors, lowered to AVX-512, AVX2 or NEON as available; the _u
-   types allow unaligned loads and stores. */
-typedef float  vec_float   __attribute__((vector_size(64)));
-typedef float  vecu_float  __attribute__((vector_size(64), aligned(4)));
-typedef double vec_double  __attribute__((vector_size(64)));
-typedef double vecu_double __attribute__((vector_size(64), aligned(8)));
-#define MAXT 256
+/* Vector width: the widest the target has registers for (64 bytes on
+   AVX-512, else 32: AVX2, and NEON as register pairs). Narrower vectors
+   (half, 16 bytes) and scalars handle channel counts that are not a
+   multiple of it. GEMM register tiles are MR rows x NVW vectors. */
+#if defined(__AVX512F__)
+#define VBYTES 64
+#define MR 4
+#else
+#define VBYTES 32
+#define MR 2
+#endif
+#define NVW 4
+/* AVX-512 masked loads and stores: a row's last, partial vector at full speed
+   (elsewhere: narrower vectors, then scalars). */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define HAVE_MASK 1
+#else
+#define HAVE_MASK 0
+#endif
+#define MAXT 64            /* threads, the caller included */
+#define MAXCHUNKS 4096
+#define CHUNK_WORK (1 << 16)       /* multiply-adds per chunk, at least */
+#define PAR_MIN_WORK (1 << 17)     /* below this a step runs on the calling thread */
+#define PARTIAL_BYTES (4 << 20)    /* cap on per-chunk Gram partials */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
+}
+
+/* ---- buffers kept between calls (no allocation in steady state) ---- */
+typedef struct { char *p; size_t cap; } buf_t;
+
+static void buf_free(buf_t *b) { free(b->p); b->p = NULL; b->cap = 0; }
+
+static void *buf_get(buf_t *b, size_t bytes) {
+    if (bytes <= b->cap && b->p) return b->p;
+    buf_free(b);
+    /* Large buffers: 2 MB aligned and advised to huge pages before first
+       touch; with 4 KB pages, faulting fresh memory in cost as much as a
+       pass of the kernel. */
+    const size_t align = bytes >= ((size_t)8 << 20) ? ((size_t)2 << 20) : 64;
+    const size_t size = (bytes + align - 1) / align * align;
+    void *p = NULL;
+    if (posix_memalign(&p, align, size ? size : align)) return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align > 64) madvise(p, size, MADV_HUGEPAGE);
+#endif
+    b->p = (char *)p;
+    b->cap = size;
+    return p;
+}
+
+/* ---- a pool of persistent threads, with dynamic chunks ----
+   A job is n chunks; the caller and the helpers claim chunks with one
+   compare-and-swap on `state` (generation | threads | chunks | next), so a
+   helper the OS has not scheduled yet costs nothing: the others take its
+   share. Helpers spin briefly after a job, then sleep on a condition
+   variable. The chunking never depends on the number of threads, and
+   reductions run in chunk order: results are the same for any thread count.
+   After fork() the child starts with no helpers (they are recreated). */
+typedef void (*chunk_fn)(void *job, int64_t chunk, int tid);
+
+static struct {
+    pthread_mutex_t owner;   /* held by the call that uses the helpers and the arena */
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int nworkers, atfork;
+    uint64_t gen;
+    _Atomic uint64_t state;  /* gen:28 | threads:6 | chunks:15 | next:15 */
+    _Atomic int64_t done;
+    _Atomic uint32_t bell;
+    _Atomic int sleepers;
+    chunk_fn fn;
+    void *job;
+    uint32_t start_bell[MAXT];
+    double spin_us;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0,
+          NULL, NULL, {0}, 50.0};
+
+#define ST_NEXT(s) ((int64_t)((s) & 0x7fff))
+#define ST_N(s) ((int64_t)(((s) >> 15) & 0x7fff))
+#define ST_THREADS(s) ((int)(((s) >> 30) & 63))
+
+static void claim_chunks(int tid) {
+    uint64_t s = atomic_load_explicit(&pool.state, memory_order_acquire);
+    for (;;) {
+        if (ST_NEXT(s) >= ST_N(s) || tid >= ST_THREADS(s)) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool.state, &s, s + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        /* chunk ST_NEXT(s) of this job is ours: the job cannot end before it is done */
+        pool.fn(pool.job, ST_NEXT(s), tid);
+        atomic_fetch_add_explicit(&pool.done, 1, memory_order_acq_rel);
+        s = atomic_load_explicit(&pool.state, memory_order_acquire);
+    }
+}
+
+static void *worker_main(void *arg) {
+    const int tid = (int)(intptr_t)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);  /* signals go to the caller's threads */
+    uint32_t seen = pool.start_bell[tid];
+    for (;;) {
+        uint32_t b;
+        double t0 = -1;
+        int spins = 0;
+        while ((b = atomic_load_explicit(&pool.bell, memory_order_acquire)) == seen) {
+            cpu_relax();
+            if (++spins & 63) continue;
+            if (t0 < 0) t0 = now_us();
+            else if (now_us() - t0 > pool.spin_us) {
+                atomic_fetch_add(&pool.sleepers, 1);
+                pthread_mutex_lock(&pool.m);
+                while (atomic_load(&pool.bell) == seen) pthread_cond_wait(&pool.cv, &pool.m);
+                pthread_mutex_unlock(&pool.m);
+                atomic_fetch_sub(&pool.sleepers, 1);
+                t0 = -1;
+            }
+        }
+        seen = b;
+        claim_chunks(tid);
+    }
+    return NULL;
+}
+
+static void pool_after_fork(void) {
+    pool.nworkers = 0;
+    atomic_store(&pool.state, 0);
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.sleepers, 0);
+    pthread_mutex_init(&pool.owner, NULL);
+    pthread_mutex_init(&pool.m, NULL);
+    pthread_cond_init(&pool.cv, NULL);
+}
+
+static void grow_pool(int want) {
+    if (!pool.atfork) {
+        pthread_atfork(NULL, NULL, pool_after_fork);
+        pool.atfork = 1;
+    }
+    while (pool.nworkers < want && pool.nworkers < MAXT - 1) {
+        const int tid = pool.nworkers + 1;
+        pool.start_bell[tid] = atomic_load(&pool.bell);
+        pthread_attr_t at;
+        pthread_t th;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&at, 1 << 20);
+        const int err = pthread_create(&th, &at, worker_main, (void *)(intptr_t)tid);
+        pthread_attr_destroy(&at);
+        if (err) break;  /* fewer threads: the caller does their share */
+        pool.nworkers++;
+    }
+}
+
+/* Run chunks 0..n-1 of a job, on nthreads threads (the caller included)
+   when `parallel`, else in order on the caller. */
+static void run_chunks(chunk_fn fn, void *job, int64_t n, int nthreads, int parallel) {
+    if (!parallel || nthreads <= 1 || n <= 1) {
+        for (int64_t c = 0; c < n; c++) fn(job, c, 0);
+        return;
+    }
+    if (pool.nworkers < nthreads - 1) grow_pool(nthreads - 1);
+    const int lim = 1 + (int)imin(pool.nworkers, nthreads - 1);
+    if (lim <= 1) {
+        for (int64_t c = 0; c < n; c++) fn(job, c, 0);
+        return;
+    }
+    pool.fn = fn;
+    pool.job = job;
+    atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
+    pool.gen = (pool.gen + 1) & 0xfffffff;
+    atomic_store_explicit(&pool.state, (pool.gen << 36) | ((uint64_t)lim << 30) | ((uint64_t)n << 15),
+                          memory_order_release);
+    atomic_fetch_add(&pool.bell, 1);
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.m);
+        pthread_cond_broadcast(&pool.cv);
+        pthread_mutex_unlock(&pool.m);
+    }
+    claim_chunks(0);
+    /* Only chunks a helper has claimed are left: wait, yielding the core
+       if that helper seems descheduled. */
+    int spins = 0;
+    while (atomic_load_explicit(&pool.done, memory_order_acquire) < n) {
+        if (++spins < 2000) cpu_relax();
+        else sched_yield();
+    }
+}
+
+/* ---- the context of one call: the shared arena, or private buffers ---- */
+#define NTEMP 3
+static buf_t ar_scratch[MAXT], ar_partial, ar_temp[NTEMP], ar_wt;
+static size_t retain_bytes = (size_t)32 << 20;
+
+typedef struct {
+    int pooled, nthreads;
+    buf_t *scratch, *partial, *temp, *wt;
+    buf_t own_scratch, own_partial, own_temp[NTEMP], own_wt;
+} ctx_t;
+
+static void ctx_open(ctx_t *cx, int nthreads) {
+    memset(cx, 0, sizeof *cx);
+    nthreads = nthreads < 1 ? 1 : nthreads > MAXT - 1 ? MAXT - 1 : nthreads;
+    if (pthread_mutex_trylock(&pool.owner) == 0) {
+        cx->pooled = 1;
+        cx->nthreads = nthreads;
+        cx->scratch = ar_scratch;
+        cx->partial = &ar_partial;
+        cx->temp = ar_temp;
+        cx->wt = &ar_wt;
+    } else {  /* another thread of the process is in the kernel: run alone, on private buffers */
+        cx->nthreads = 1;
+        cx->scratch = &cx->own_scratch;
+        cx->partial = &cx->own_partial;
+        cx->temp = cx->own_temp;
+        cx->wt = &cx->own_wt;
+    }
+}
+
+static void ctx_close(ctx_t *cx) {
+    if (cx->pooled) {
+        /* keep temporaries up to retain_bytes, freeing the largest first: the same
+           shapes then find the same buffers at every call */
+        for (;;) {
+            size_t kept = 0;
+            int big = 0;
+            for (int i = 0; i < NTEMP; i++) {
+                kept += ar_temp[i].cap;
+                if (ar_temp[i].cap > ar_temp[big].cap) big = i;
+            }
+            if (kept <= retain_bytes) break;
+            buf_free(&ar_temp[big]);
+        }
+        pthread_mutex_unlock(&pool.owner);
+    } else {
+        buf_free(&cx->own_scratch);
+        buf_free(&cx->own_partial);
+        for (int i = 0; i < NTEMP; i++) buf_free(&cx->own_temp[i]);
+        buf_free(&cx->own_wt);
+    }
+}
+
+/* Free the buffers kept between calls; set how many bytes of temporaries
+   may be kept (negative: leave unchanged). */
+void gs_release(int64_t retain) {
+    pthread_mutex_lock(&pool.owner);
+    for (int i = 0; i < MAXT; i++) buf_free(&ar_scratch[i]);
+    buf_free(&ar_partial);
+    for (int i = 0; i < NTEMP; i++) buf_free(&ar_temp[i]);
+    buf_free(&ar_wt);
+    if (retain >= 0) retain_bytes = (size_t)retain;
+    pthread_mutex_unlock(&pool.owner);
+}
+
+/* Bytes of temporaries kept between calls (for tests). */
+int64_t gs_kept_bytes(void) {
+    pthread_mutex_lock(&pool.owner);
+    size_t kept = 0;
+    for (int i = 0; i < NTEMP; i++) kept += ar_temp[i].cap;
+    pthread_mutex_unlock(&pool.owner);
+    return (int64_t)kept;
+}
+
+/* How many helper threads exist (for tests). */
+int gs_pool_threads(void) { return pool.nworkers; }
 """
 
 # One copy per (T, I): @T@ is float or double, @I@ the index type, @S@ a suffix.
-_BODY = r"""
-typedef struct {
-    const @I@ *indptr, *indices; const @T@ *vals;
-    int64_t V, P, C;
-    const @T@ *X; int64_t xsv, xsp; @T@ alpha;
-    const @T@ *Y; int64_t ysv, ysp; @T@ beta;
-    const @T@ *E; int64_t esv, esp, Ce; const @T@ *Wpre;
-    const @T@ *obias; @T@ *out;
-    const @T@ *Wpost; int64_t Co; @T@ *acc; int acc_init; const @T@ *abias;
-    const @T@ *G; int64_t gsv, gsp, Cg; @T@ *gram;
-    int64_t r0, r1;
-} job_@S@;
-
-/* NV vectors of one row's channels: sum_j v_j x_j over the row's neighbours,
-   with NA independent accumulator sets to hide the multiply-add latency when
-   the row is short. Writes alpha * sum (+ beta * y) to t. */
-#define SPARSE_TILE(NV, NA)                                                    \
-static inline void sparse_tile##NV##_@S@(const @I@ *restrict idx, const @T@ *restrict val, \
-        @I@ j0, @I@ j1, const @T@ *restrict x, int64_t xsv, @T@ alpha,        \
-        const @T@ *restrict y, @T@ beta, @T@ *restrict t) {                    \
-    vec_@T@ a[NA][NV];                                                          \
-    for (int u = 0; u < NA; u++) for (int w = 0; w < NV; w++) a[u][w] = (vec_@T@){0}; \
-    @I@ j = j0;                                                                \
-    for (; j + NA <= j1; j += NA)                                              \
-        for (int u = 0; u < NA; u++) {                                         \
-            const vecu_@T@ *xr = (const vecu_@T@ *)(x + (int64_t)idx[j + u] * xsv); \
-            const @T@ v = val[j + u];                                          \
-            for (int w = 0; w < NV; w++) a[u][w] += v * xr[w];                 \
-        }                                                                      \
-    for (; j < j1; j++) {                                                      \
-        const vecu_@T@ *xr = (const vecu_@T@ *)(x + (int64_t)idx[j] * xsv);    \
-        const @T@ v = val[j];                                                  \
-        for (int w = 0; w < NV; w++) a[0][w] += v * xr[w];                     \
-    }                                                                          \
-    for (int u = 1; u < NA; u++) for (int w = 0; w < NV; w++) a[0][w] += a[u][w]; \
-    vecu_@T@ *tv = (vecu_@T@ *)t;                                              \
-    if (y) { const vecu_@T@ *yv = (const vecu_@T@ *)y;                         \
-             for (int w = 0; w < NV; w++) tv[w] = alpha * a[0][w] + beta * yv[w]; } \
-    else   { for (int w = 0; w < NV; w++) tv[w] = alpha * a[0][w]; }           \
+_CONV = r"""/* ==== one copy per (T, I): @T@ float or double, @I@ the index type, @S@ a suffix ==== */
+typedef @T@ vA_@S@ __attribute__((vector_size(VBYTES)));
+typedef @T@ vAu_@S@ __attribute__((vector_size(VBYTES), aligned(sizeof(@T@))));
+typedef @T@ vB_@S@ __attribute__((vector_size(VBYTES / 2)));
+typedef @T@ vBu_@S@ __attribute__((vector_size(VBYTES / 2), aligned(sizeof(@T@))));
+typedef @T@ vC_@S@ __attribute__((vector_size(16)));
+typedef @T@ vCu_@S@ __attribute__((vector_size(16), aligned(sizeof(@T@))));
+#define LA_@S@ ((int64_t)(VBYTES / sizeof(@T@)))
+#define LB_@S@ ((int64_t)(VBYTES / 2 / sizeof(@T@)))
+#define LC_@S@ ((int64_t)(16 / sizeof(@T@)))
+#if HAVE_MASK
+static inline vA_@S@ mload_@S@(const @T@ *p, int64_t n) {
+    return (vA_@S@)_mm512_maskz_loadu_@P@((@MK@)((1u << n) - 1), p);
 }
-SPARSE_TILE(4, 1)
-SPARSE_TILE(2, 2)
-SPARSE_TILE(1, 4)
-#undef SPARSE_TILE
+static inline void mstore_@S@(@T@ *p, vA_@S@ v, int64_t n) {
+    _mm512_mask_storeu_@P@(p, (@MK@)((1u << n) - 1), (__m512@PV@)v);
+}
+/* the last n < LA columns of sparse rows (see SPARSE_TILE) */
+static inline void sp_mask_@S@(const @I@ *restrict idx, const @T@ *restrict val, @I@ j0, @I@ j1,
+                               const @T@ *restrict x, int64_t xsv, @T@ alpha, const @T@ *restrict y, @T@ beta,
+                               @T@ *restrict t, int64_t n) {
+    vA_@S@ a[4] = {{0}, {0}, {0}, {0}};
+    @I@ j = j0;
+    for (; j + 4 <= j1; j += 4)
+        for (int u = 0; u < 4; u++) a[u] += val[j + u] * mload_@S@(x + (int64_t)idx[j + u] * xsv, n);
+    for (; j < j1; j++) a[0] += val[j] * mload_@S@(x + (int64_t)idx[j] * xsv, n);
+    a[0] += a[1] + a[2] + a[3];
+    mstore_@S@(t, y ? alpha * a[0] + beta * mload_@S@(y, n) : alpha * a[0], n);
+}
+/* the last n < LA columns of a small matrix product (see GEMM_TILE): RB rows, then single rows */
+static inline void gemm_mask_@S@(int64_t nr, int64_t nk, const @T@ *restrict A, int64_t ars, int64_t acs,
+                                 const @T@ *restrict B, int64_t bs, @T@ *restrict D, int64_t ds, int init,
+                                 const @T@ *restrict bias, int64_t n) {
+    enum { RB = 2 * MR };
+    const vA_@S@ d0 = (init && bias) ? mload_@S@(bias, n) : (vA_@S@){0};
+    int64_t r = 0;
+    for (; r + RB <= nr; r += RB) {
+        vA_@S@ a[RB];
+        for (int u = 0; u < RB; u++) a[u] = init ? d0 : mload_@S@(D + (r + u) * ds, n);
+        for (int64_t k = 0; k < nk; k++) {
+            const vA_@S@ b = mload_@S@(B + k * bs, n);
+            for (int u = 0; u < RB; u++) a[u] += A[(r + u) * ars + k * acs] * b;
+        }
+        for (int u = 0; u < RB; u++) mstore_@S@(D + (r + u) * ds, a[u], n);
+    }
+    for (; r < nr; r++) {
+        vA_@S@ a[4] = {init ? d0 : mload_@S@(D + r * ds, n), {0}, {0}, {0}};
+        int64_t k = 0;
+        for (; k + 4 <= nk; k += 4)
+            for (int u = 0; u < 4; u++) a[u] += A[r * ars + (k + u) * acs] * mload_@S@(B + (k + u) * bs, n);
+        for (; k < nk; k++) a[0] += A[r * ars + k * acs] * mload_@S@(B + k * bs, n);
+        mstore_@S@(D + r * ds, a[0] + a[1] + a[2] + a[3], n);
+    }
+}
+#endif
+
+/* -- sparse rows: t[0:NV*L] = alpha * sum_j v_j x_j[0:NV*L] (+ beta * y) over one row's
+   neighbours, NA accumulator sets over alternating neighbours to hide the multiply-add latency. */
+#define SPARSE_TILE(NAME, VT, VTU, NV, NA)                                                          \
+static inline void NAME(const @I@ *restrict idx, const @T@ *restrict val, @I@ j0, @I@ j1,             \
+                        const @T@ *restrict x, int64_t xsv, @T@ alpha, const @T@ *restrict y,        \
+                        @T@ beta, @T@ *restrict t) {                                                  \
+    enum { L = sizeof(VT) / sizeof(@T@) };                                                           \
+    VT a[NA][NV];                                                                                    \
+    for (int u = 0; u < NA; u++) for (int w = 0; w < NV; w++) a[u][w] = (VT){0};                   \
+    @I@ j = j0;                                                                                      \
+    for (; j + NA <= j1; j += NA)                                                                    \
+        for (int u = 0; u < NA; u++) {                                                               \
+            const @T@ *xr = x + (int64_t)idx[j + u] * xsv;                                           \
+            const @T@ v = val[j + u];                                                                \
+            for (int w = 0; w < NV; w++) a[u][w] += v * (VT)(*(const VTU *)(xr + w * L));            \
+        }                                                                                            \
+    for (; j < j1; j++) {                                                                            \
+        const @T@ *xr = x + (int64_t)idx[j] * xsv;                                                   \
+        const @T@ v = val[j];                                                                        \
+        for (int w = 0; w < NV; w++) a[0][w] += v * (VT)(*(const VTU *)(xr + w * L));                \
+    }                                                                                                \
+    for (int u = 1; u < NA; u++) for (int w = 0; w < NV; w++) a[0][w] += a[u][w];                   \
+    if (y) for (int w = 0; w < NV; w++)                                                              \
+        *(VTU *)(t + w * L) = alpha * a[0][w] + beta * (VT)(*(const VTU *)(y + w * L));             \
+    else for (int w = 0; w < NV; w++) *(VTU *)(t + w * L) = alpha * a[0][w];                        \
+}
+SPARSE_TILE(sp_a4_@S@, vA_@S@, vAu_@S@, 4, 2)
+SPARSE_TILE(sp_a2_@S@, vA_@S@, vAu_@S@, 2, 4)
+SPARSE_TILE(sp_a1_@S@, vA_@S@, vAu_@S@, 1, 4)
+SPARSE_TILE(sp_b1_@S@, vB_@S@, vBu_@S@, 1, 4)
+SPARSE_TILE(sp_c1_@S@, vC_@S@, vCu_@S@, 1, 4)
 
 /* t[0:n] = alpha * sum_j v_j x_j[0:n] + beta * y[0:n] (y may be NULL). */
 static void sparse_seg_@S@(const @I@ *restrict idx, const @T@ *restrict val, @I@ j0, @I@ j1,
-                           const @T@ *restrict x, int64_t xsv, @T@ alpha,
-                           const @T@ *restrict y, @T@ beta, @T@ *restrict t, int64_t n) {
-    const int64_t L = 64 / sizeof(@T@);
+                           const @T@ *restrict x, int64_t xsv, @T@ alpha, const @T@ *restrict y, @T@ beta,
+                           @T@ *restrict t, int64_t n) {
     int64_t q = 0;
-    for (; q + 4 * L <= n; q += 4 * L)
-        sparse_tile4_@S@(idx, val, j0, j1, x + q, xsv, alpha, y ? y + q : NULL, beta, t + q);
-    if (q + 2 * L <= n) {
-        sparse_tile2_@S@(idx, val, j0, j1, x + q, xsv, alpha, y ? y + q : NULL, beta, t + q); q += 2 * L; }
-    if (q + L <= n) {
-        sparse_tile1_@S@(idx, val, j0, j1, x + q, xsv, alpha, y ? y + q : NULL, beta, t + q); q += L; }
-    for (; q < n; q++) {  /* fewer channels left than one vector */
+#define SEG(FN, W) for (; q + (W) <= n; q += (W)) FN(idx, val, j0, j1, x + q, xsv, alpha, y ? y + q : NULL, beta, t + q);
+    SEG(sp_a4_@S@, 4 * LA_@S@)
+    SEG(sp_a2_@S@, 2 * LA_@S@)
+    SEG(sp_a1_@S@, LA_@S@)
+#if HAVE_MASK
+    if (q < n) sp_mask_@S@(idx, val, j0, j1, x + q, xsv, alpha, y ? y + q : NULL, beta, t + q, n - q);
+    return;
+#endif
+    SEG(sp_b1_@S@, LB_@S@)
+    SEG(sp_c1_@S@, LC_@S@)
+#undef SEG
+    for (; q < n; q++) {
         @T@ s = 0;
         for (@I@ j = j0; j < j1; j++) s += val[j] * x[(int64_t)idx[j] * xsv + q];
         t[q] = y ? alpha * s + beta * y[q] : alpha * s;
     }
 }
 
-/* D[r, 0:no] += sum_k A(r, k) B[k, 0:no] for r < nr, with A(r, k) =
-   A[r * ars + k * acs]: the small matrix products of one row (channel mixing,
-   Gram accumulation). Tiles of RB rows x NV vectors: RB * NV independent
-   accumulators in registers hide the multiply-add latency. */
-#define GEMM_TILE(RB, NV)                                                      \
-static inline void gemm_tile_##RB##_##NV##_@S@(int64_t nk, const @T@ *restrict A, int64_t ars, \
-        int64_t acs, const @T@ *restrict B, int64_t bs, @T@ *restrict D, int64_t ds) { \
-    vec_@T@ a[RB][NV];                                                          \
-    const int64_t L = 64 / sizeof(@T@);                                        \
-    for (int u = 0; u < RB; u++)                                               \
-        for (int w = 0; w < NV; w++) a[u][w] = *(const vecu_@T@ *)(D + u * ds + w * L); \
-    for (int64_t k = 0; k < nk; k++) {                                         \
-        vec_@T@ b[NV];                                                          \
-        for (int w = 0; w < NV; w++) b[w] = *(const vecu_@T@ *)(B + k * bs + w * L); \
-        for (int u = 0; u < RB; u++) {                                         \
-            const @T@ s = A[u * ars + k * acs];                                \
-            for (int w = 0; w < NV; w++) a[u][w] += s * b[w];                  \
-        }                                                                      \
-    }                                                                          \
-    for (int u = 0; u < RB; u++)                                               \
-        for (int w = 0; w < NV; w++) *(vecu_@T@ *)(D + u * ds + w * L) = a[u][w]; \
+/* -- small matrix products: D[r, 0:no] (=|+=) sum_k A(r, k) B[k, 0:no] for r < nr, with
+   A(r, k) = A[r * ars + k * acs]. `init`: start from `bias` (or 0) instead of D.
+   Tiles of RB rows x NV vectors keep RB * NV accumulators in registers. */
+#define GEMM_TILE(NAME, VT, VTU, RB, NV)                                                             \
+static inline void NAME(int64_t nk, const @T@ *restrict A, int64_t ars, int64_t acs,                 \
+                        const @T@ *restrict B, int64_t bs, @T@ *restrict D, int64_t ds, int init,     \
+                        const @T@ *restrict bias) {                                                  \
+    enum { L = sizeof(VT) / sizeof(@T@) };                                                           \
+    VT a[RB][NV];                                                                                    \
+    for (int w = 0; w < NV; w++) {                                                                   \
+        const VT d0 = (init && bias) ? (VT)(*(const VTU *)(bias + w * L)) : (VT){0};                 \
+        for (int u = 0; u < RB; u++) a[u][w] = init ? d0 : (VT)(*(const VTU *)(D + u * ds + w * L)); \
+    }                                                                                                \
+    for (int64_t k = 0; k < nk; k++) {                                                               \
+        VT b[NV];                                                                                    \
+        for (int w = 0; w < NV; w++) b[w] = *(const VTU *)(B + k * bs + w * L);                      \
+        for (int u = 0; u < RB; u++) {                                                               \
+            const @T@ s = A[u * ars + k * acs];                                                      \
+            for (int w = 0; w < NV; w++) a[u][w] += s * b[w];                                        \
+        }                                                                                            \
+    }                                                                                                \
+    for (int u = 0; u < RB; u++) for (int w = 0; w < NV; w++) *(VTU *)(D + u * ds + w * L) = a[u][w]; \
 }
-/* A single row: KA accumulator sets over alternating k break the chain of
-   dependent multiply-adds. */
-#define GEMM_TILE1(NV, KA)                                                     \
-static inline void gemm_tile_1_##NV##_@S@(int64_t nk, const @T@ *restrict A, int64_t ars, \
-        int64_t acs, const @T@ *restrict B, int64_t bs, @T@ *restrict D, int64_t ds) { \
-    vec_@T@ a[KA][NV];                                                          \
-    const int64_t L = 64 / sizeof(@T@);                                        \
-    (void)ars; (void)ds;                                                       \
-    for (int w = 0; w < NV; w++) a[0][w] = *(const vecu_@T@ *)(D + w * L);    \
-    for (int u = 1; u < KA; u++) for (int w = 0; w < NV; w++) a[u][w] = (vec_@T@){0}; \
-    int64_t k = 0;                                                             \
-    for (; k + KA <= nk; k += KA)                                              \
-        for (int u = 0; u < KA; u++) {                                         \
-            const @T@ s = A[(k + u) * acs];                                    \
-            for (int w = 0; w < NV; w++) a[u][w] += s * *(const vecu_@T@ *)(B + (k + u) * bs + w * L); \
-        }                                                                      \
-    for (; k < nk; k++) {                                                      \
-        const @T@ s = A[k * acs];                                              \
-        for (int w = 0; w < NV; w++) a[0][w] += s * *(const vecu_@T@ *)(B + k * bs + w * L); \
-    }                                                                          \
-    for (int u = 1; u < KA; u++) for (int w = 0; w < NV; w++) a[0][w] += a[u][w]; \
-    for (int w = 0; w < NV; w++) *(vecu_@T@ *)(D + w * L) = a[0][w];          \
+/* One row: KA accumulator sets over alternating k break the chain of dependent multiply-adds. */
+#define GEMM_ROW(NAME, VT, VTU, NV, KA)                                                              \
+static inline void NAME(int64_t nk, const @T@ *restrict A, int64_t acs, const @T@ *restrict B,        \
+                        int64_t bs, @T@ *restrict D, int init, const @T@ *restrict bias) {            \
+    enum { L = sizeof(VT) / sizeof(@T@) };                                                           \
+    VT a[KA][NV];                                                                                    \
+    for (int w = 0; w < NV; w++)                                                                     \
+        a[0][w] = init ? (bias ? (VT)(*(const VTU *)(bias + w * L)) : (VT){0}) : (VT)(*(const VTU *)(D + w * L)); \
+    for (int u = 1; u < KA; u++) for (int w = 0; w < NV; w++) a[u][w] = (VT){0};                   \
+    int64_t k = 0;                                                                                   \
+    for (; k + KA <= nk; k += KA)                                                                    \
+        for (int u = 0; u < KA; u++) {                                                               \
+            const @T@ s = A[(k + u) * acs];                                                          \
+            for (int w = 0; w < NV; w++) a[u][w] += s * (VT)(*(const VTU *)(B + (k + u) * bs + w * L)); \
+        }                                                                                            \
+    for (; k < nk; k++) {                                                                            \
+        const @T@ s = A[k * acs];                                                                    \
+        for (int w = 0; w < NV; w++) a[0][w] += s * (VT)(*(const VTU *)(B + k * bs + w * L));        \
+    }                                                                                                \
+    for (int u = 1; u < KA; u++) for (int w = 0; w < NV; w++) a[0][w] += a[u][w];                   \
+    for (int w = 0; w < NV; w++) *(VTU *)(D + w * L) = a[0][w];                                     \
 }
-GEMM_TILE(2, 4)
-GEMM_TILE1(4, 2)
-GEMM_TILE(4, 2)
-GEMM_TILE1(2, 4)
-GEMM_TILE(8, 1)
-GEMM_TILE1(1, 8)
-#undef GEMM_TILE1
-#undef GEMM_TILE
+GEMM_TILE(gt_a_@S@, vA_@S@, vAu_@S@, MR, NVW)
+GEMM_ROW(gr_a_@S@, vA_@S@, vAu_@S@, NVW, 2)
+GEMM_TILE(gt_a1_@S@, vA_@S@, vAu_@S@, 2 * MR, 1)
+GEMM_ROW(gr_a1_@S@, vA_@S@, vAu_@S@, 1, 4)
+GEMM_TILE(gt_b1_@S@, vB_@S@, vBu_@S@, 2 * MR, 1)
+GEMM_ROW(gr_b1_@S@, vB_@S@, vBu_@S@, 1, 4)
+GEMM_TILE(gt_c1_@S@, vC_@S@, vCu_@S@, 2 * MR, 1)
+GEMM_ROW(gr_c1_@S@, vC_@S@, vCu_@S@, 1, 4)
 
 static void small_gemm_@S@(int64_t nr, int64_t nk, int64_t no, const @T@ *restrict A, int64_t ars,
-                           int64_t acs, const @T@ *restrict B, int64_t bs, @T@ *restrict D, int64_t ds) {
-    const int64_t L = 64 / sizeof(@T@);
+                           int64_t acs, const @T@ *restrict B, int64_t bs, @T@ *restrict D, int64_t ds,
+                           int init, const @T@ *restrict bias) {
     int64_t o = 0;
-#define COLS(NV, RB)                                                           \
-    for (; o + NV * L <= no; o += NV * L) {                                    \
-        int64_t r = 0;                                                         \
-        for (; r + RB <= nr; r += RB)                                          \
-            gemm_tile_##RB##_##NV##_@S@(nk, A + r * ars, ars, acs, B + o, bs, D + r * ds + o, ds); \
-        for (; r < nr; r++)                                                    \
-            gemm_tile_1_##NV##_@S@(nk, A + r * ars, ars, acs, B + o, bs, D + r * ds + o, ds); \
+#define COLS(TILE, ROW, RB, W)                                                                       \
+    for (; o + (W) <= no; o += (W)) {                                                                \
+        const @T@ *bo = bias ? bias + o : NULL;                                                      \
+        int64_t r = 0;                                                                               \
+        for (; r + (RB) <= nr; r += (RB))                                                            \
+            TILE(nk, A + r * ars, ars, acs, B + o, bs, D + r * ds + o, ds, init, bo);                \
+        for (; r < nr; r++) ROW(nk, A + r * ars, acs, B + o, bs, D + r * ds + o, init, bo);         \
     }
-    COLS(4, 2)
-    COLS(2, 4)
-    COLS(1, 8)
+    COLS(gt_a_@S@, gr_a_@S@, MR, NVW * LA_@S@)
+    COLS(gt_a1_@S@, gr_a1_@S@, 2 * MR, LA_@S@)
+#if HAVE_MASK
+    if (o < no) gemm_mask_@S@(nr, nk, A, ars, acs, B + o, bs, D + o, ds, init, bias ? bias + o : NULL, no - o);
+    return;
+#endif
+    COLS(gt_b1_@S@, gr_b1_@S@, 2 * MR, LB_@S@)
+    COLS(gt_c1_@S@, gr_c1_@S@, 2 * MR, LC_@S@)
 #undef COLS
-    for (; o < no; o++)  /* fewer columns left than one vector */
+    for (; o < no; o++)  /* fewer columns left than the narrowest vector */
         for (int64_t r = 0; r < nr; r++) {
-            @T@ s = D[r * ds + o];
+            @T@ s = init ? (bias ? bias[o] : 0) : D[r * ds + o];
             for (int64_t k = 0; k < nk; k++) s += A[r * ars + k * acs] * B[k * bs + o];
             D[r * ds + o] = s;
         }
 }
 
-/* Rows are handled in blocks of VB vertices (VB * P >= 16 block rows), so
-   that the small matrix products have enough independent rows to fill the
-   vector units even with batch 1. */
-static void *rows_@S@(void *arg) {
-    job_@S@ *a = (job_@S@ *)arg;
-    const int64_t P = a->P, C = a->C, PC = P * C;
-    const int64_t VB = P >= 16 ? 1 : (16 + P - 1) / P;
-    /* Software prefetch of the sparse operand's row PF rows (128 KB) ahead:
-       NESTED neighbours jump around within a few hundred rows, which the
-       hardware stream prefetchers follow poorly (measured: 20-30% faster). */
-    const int64_t row_bytes = PC * (int64_t)sizeof(@T@), PF = (128 << 10) / row_bytes + 1;
-    @T@ *t = (@T@ *)aligned_alloc(64, ((VB * PC * sizeof(@T@) + 63) / 64) * 64);
-    if (!t) { a->r1 = -1; return NULL; }
-    /* Blocks of a row adjacent in X (and Y): one long segment per row. */
-    const int merge = a->X && a->xsp == C && (!a->Y || a->ysp == C);
-    /* Operands whose (vertex, block) rows are equally spaced: one product per vertex block. */
-    const int e_flat = a->E && (P == 1 || a->esv == P * a->esp);
-    const int g_flat = a->G && (P == 1 || a->gsv == P * a->gsp);
-    for (int64_t i0 = a->r0; i0 < a->r1; i0 += VB) {
-        const int64_t nb = a->r1 - i0 < VB ? a->r1 - i0 : VB;
+/* -- one fused pass over the vertices (one Chebyshev or Clenshaw step). Per vertex i,
+   with signals [V, P, channels] (channels contiguous, any vertex and block strides):
+       t_i = alpha L~_i X + beta Y_i + E_i @ Wpre + obias        [P, C]
+       out_i = t_i;  acc_i (=|+=) t_i @ Wpost (+ abias);  gram += G_i^T t_i
+   Any of X, Y, E, out, Wpost, G may be NULL; out and acc are contiguous; out may be Y,
+   never X. The Gram matrix is summed per chunk, then over chunks in order. */
+typedef struct {
+    const @I@ *indptr, *indices;
+    const @T@ *vals;
+    int64_t V, P, C;
+    const @T@ *X; int64_t xsv, xsp; @T@ alpha;
+    const @T@ *Y; int64_t ysv, ysp; @T@ beta;
+    const @T@ *E; int64_t esv, esp, Ce; const @T@ *Wpre;
+    const @T@ *obias; @T@ *out;
+    const @T@ *Wpost; int64_t Co; @T@ *acc; int acc_init; const @T@ *abias;
+    const @T@ *G; int64_t gsv, gsp, Cg; @T@ *gram; int gram_tr, gram_init;
+    _Atomic int *nonfinite;  /* if set: raised when some t_i holds NaN or Inf */
+    /* set by run_step */
+    int64_t vb, chunk_v, nchunks, gsize, pack_off;
+    int part_tr;
+    @T@ *partials;
+    buf_t *scratch;
+} step_@S@;
+
+/* Rows of a [V, P, n] operand for vertices i0..i0+nb: a pointer and row stride, packed
+   into `pk` when the rows are not equally spaced. */
+static const @T@ *rows_of_@S@(const @T@ *S, int64_t sv, int64_t sp, int64_t P, int64_t n, int64_t i0, int64_t nb,
+                              @T@ *pk, int64_t *rs) {
+    if (P == 1) { *rs = sv; return S + i0 * sv; }
+    if (sv == P * sp) { *rs = sp; return S + i0 * sv; }
+    for (int64_t v = 0; v < nb; v++)
+        for (int64_t p = 0; p < P; p++) memcpy(pk + (v * P + p) * n, S + (i0 + v) * sv + p * sp, n * sizeof(@T@));
+    *rs = n;
+    return pk;
+}
+
+static void step_chunk_@S@(void *arg, int64_t c, int tid) {
+    const step_@S@ *a = (const step_@S@ *)arg;
+    const int64_t P = a->P, C = a->C, PC = P * C, VB = a->vb;
+    @T@ *const scratch = (@T@ *)a->scratch[tid].p;
+    @T@ *const pk = scratch + a->pack_off;
+    const int64_t v0 = c * a->chunk_v, v1 = imin(a->V, v0 + a->chunk_v);
+    @T@ *part = a->G ? a->partials + c * a->gsize : NULL;
+    if (part) memset(part, 0, a->gsize * sizeof(@T@));
+    /* Blocks of a row adjacent in X (and Y): one long segment per vertex. */
+    const int merge = a->X && (P == 1 || a->xsp == C) && (!a->Y || P == 1 || a->ysp == C);
+    /* Software prefetch of X's row PF rows (~128 KB) ahead: NESTED neighbours jump around
+       within a few hundred rows, which hardware prefetchers follow poorly. */
+    const int64_t row_bytes = imax(PC * (int64_t)sizeof(@T@), 1), PF = (128 << 10) / row_bytes + 1;
+    for (int64_t i0 = v0; i0 < v1; i0 += VB) {
+        const int64_t nb = imin(VB, v1 - i0), M = nb * P;
+        /* t: the block's rows, written straight into `out` when it is stored */
+        @T@ *const t = a->out ? a->out + i0 * PC : scratch;
         for (int64_t i = i0; i < i0 + nb; i++) {
             @T@ *ti = t + (i - i0) * PC;
-            if (merge && i + PF < a->V) {
-                const char *pp = (const char *)(a->X + (i + PF) * a->xsv);
-                for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(pp + b);
-            }
             if (a->X) {
+                if (merge && i + PF < a->V) {
+                    const char *pp = (const char *)(a->X + (i + PF) * a->xsv);
+                    for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(pp + b);
+                }
                 const @I@ j0 = a->indptr[i], j1 = a->indptr[i + 1];
                 if (merge)
                     sparse_seg_@S@(a->indices, a->vals, j0, j1, a->X, a->xsv, a->alpha,
@@ -234,101 +614,519 @@ static void *rows_@S@(void *arg) {
             } else if (a->Y) {
                 for (int64_t p = 0; p < P; p++) {
                     const @T@ *y = a->Y + i * a->ysv + p * a->ysp;
-                    for (int64_t c = 0; c < C; c++) ti[p * C + c] = a->beta * y[c];
+                    if (a->beta == 1) memcpy(ti + p * C, y, C * sizeof(@T@));
+                    else for (int64_t q = 0; q < C; q++) ti[p * C + q] = a->beta * y[q];
                 }
-            } else {
+            } else if (!a->E) {
                 memset(ti, 0, PC * sizeof(@T@));
             }
         }
-        if (a->E) {  /* t[r, :] += E_r @ Wpre */
-            const int64_t rs = P == 1 ? a->esv : a->esp;
-            if (e_flat)
-                small_gemm_@S@(nb * P, a->Ce, C, a->E + i0 * a->esv, rs, 1, a->Wpre, C, t, C);
-            else
-                for (int64_t v = 0; v < nb; v++)
-                    small_gemm_@S@(P, a->Ce, C, a->E + (i0 + v) * a->esv, a->esp, 1, a->Wpre, C, t + v * PC, C);
+        if (a->E) {  /* t (=|+=) E @ Wpre (+ obias) */
+            int64_t rs;
+            const @T@ *er = rows_of_@S@(a->E, a->esv, a->esp, P, a->Ce, i0, nb, pk, &rs);
+            const int first = !a->X && !a->Y;
+            small_gemm_@S@(M, a->Ce, C, er, rs, 1, a->Wpre, C, t, C, first, first ? a->obias : NULL);
+            if (!first && a->obias)
+                for (int64_t r = 0; r < M; r++) for (int64_t q = 0; q < C; q++) t[r * C + q] += a->obias[q];
+        } else if (a->obias) {
+            for (int64_t r = 0; r < M; r++) for (int64_t q = 0; q < C; q++) t[r * C + q] += a->obias[q];
         }
-        if (a->obias)
-            for (int64_t r = 0; r < nb * P; r++)
-                for (int64_t c = 0; c < C; c++) t[r * C + c] += a->obias[c];
-        if (a->out) memcpy(a->out + i0 * PC, t, nb * PC * sizeof(@T@));
-        if (a->Wpost) {  /* acc[r, :] (+)= t[r, :] @ Wpost (+ abias) */
-            const int64_t Co = a->Co;
-            @T@ *acc = a->acc + i0 * P * Co;
-            if (a->acc_init)
-                for (int64_t r = 0; r < nb * P; r++)
-                    for (int64_t o = 0; o < Co; o++) acc[r * Co + o] = a->abias ? a->abias[o] : 0;
-            small_gemm_@S@(nb * P, C, Co, t, C, 1, a->Wpost, Co, acc, Co);
+        if (a->nonfinite) {  /* t * 0 is NaN exactly where t is NaN or Inf */
+            @T@ z = 0;
+            for (int64_t e = 0; e < M * C; e++) z += t[e] * 0;
+            if (z != z) atomic_store_explicit(a->nonfinite, 1, memory_order_relaxed);
         }
-        if (a->G) {  /* gram[cg, :] += sum_r G_r[cg] t[r, :] */
-            const int64_t rs = P == 1 ? a->gsv : a->gsp;
-            if (g_flat)
-                small_gemm_@S@(a->Cg, nb * P, C, a->G + i0 * a->gsv, 1, rs, t, C, a->gram, C);
-            else
-                for (int64_t v = 0; v < nb; v++)
-                    small_gemm_@S@(a->Cg, P, C, a->G + (i0 + v) * a->gsv, 1, a->gsp, t + v * PC, C, a->gram, C);
+        if (a->Wpost)  /* acc (=|+=) t @ Wpost (+ abias) */
+            small_gemm_@S@(M, C, a->Co, t, C, 1, a->Wpost, a->Co, a->acc + i0 * P * a->Co, a->Co, a->acc_init,
+                           a->abias);
+        if (a->G) {  /* part += G^T t, kept as [Cg, C] or (part_tr) [C, Cg] */
+            int64_t rs;
+            const @T@ *gr = rows_of_@S@(a->G, a->gsv, a->gsp, P, a->Cg, i0, nb, pk, &rs);
+            if (!a->part_tr) small_gemm_@S@(a->Cg, M, C, gr, 1, rs, t, C, part, C, 0, NULL);
+            else small_gemm_@S@(C, M, a->Cg, t, 1, C, gr, rs, part, a->Cg, 0, NULL);
         }
     }
-    free(t);
-    return NULL;
 }
 
-/* Returns 0, or -1 where memory for a thread's scratch could not be had. */
-int cheb_step_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals,
-                  int64_t V, int64_t P, int64_t C,
+/* Vector-friendliness of a row length: whole vectors first, then length. */
+static int64_t vec_score_@S@(int64_t n) { return (n % LA_@S@ == 0 ? 4 : n % LC_@S@ == 0 ? 2 : 1) * n; }
+
+static int run_step_@S@(ctx_t *cx, step_@S@ *s) {
+    const int64_t V = s->V, P = s->P, C = s->C, sz = sizeof(@T@);
+    if (s->G && s->gram && s->gram_init) memset(s->gram, 0, s->Cg * C * sz);
+    if (V <= 0 || P <= 0) return 0;
+    const int64_t Cw = imax(C, 1);
+    /* Blocks of ~16 KB of rows (at least 16 rows, so that batch 1 fills the vector units) */
+    const int64_t mrows = imax(16, imin(512, (16 << 10) / (Cw * sz)));
+    s->vb = imax(1, mrows / P);
+    const int64_t M = s->vb * P;
+    const int64_t npack = (s->E ? s->Ce : 0) > (s->G ? s->Cg : 0) ? s->Ce : (s->G ? s->Cg : 0);
+    s->pack_off = (M * Cw + 15) / 16 * 16;
+    const size_t each = (size_t)(s->pack_off + M * imax(npack, 1)) * sz;
+    /* Chunks: enough work each to amortise claiming one; never dependent on the thread count. */
+    const int64_t nnz = (int64_t)s->indptr[V];
+    const int64_t work = (s->X ? nnz * P * C : 0) + V * P * C * (1 + (s->E ? s->Ce : 0) + (s->Wpost ? s->Co : 0)
+                                                               + (s->G ? s->Cg : 0));
+    const int64_t nblocks = (V + s->vb - 1) / s->vb;
+    int64_t nch = imax(1, imin(imin(nblocks, MAXCHUNKS), work / CHUNK_WORK));
+    s->gsize = s->G ? s->Cg * C : 0;
+    if (s->G && s->gsize) {
+        nch = imin(nch, imax(1, (V * P) / 64));                      /* summing partials: <= 1/64 of the Gram work */
+        nch = imin(nch, imax(1, PARTIAL_BYTES / (s->gsize * sz)));
+    }
+    const int64_t bpc = (nblocks + nch - 1) / nch;
+    s->chunk_v = bpc * s->vb;
+    s->nchunks = (V + s->chunk_v - 1) / s->chunk_v;
+    const int parallel = cx->nthreads > 1 && s->nchunks > 1 && work >= PAR_MIN_WORK;
+    const int nt = parallel ? cx->nthreads : 1;
+    for (int k = 0; k < nt; k++)
+        if (!buf_get(&cx->scratch[k], each)) return -1;
+    s->scratch = cx->scratch;
+    s->partials = NULL;
+    if (s->G && s->gsize) {
+        s->part_tr = vec_score_@S@(s->Cg) > vec_score_@S@(C);
+        s->partials = (@T@ *)buf_get(cx->partial, (size_t)s->nchunks * s->gsize * sz);
+        if (!s->partials) return -1;
+    }
+    run_chunks(step_chunk_@S@, s, s->nchunks, nt, parallel);
+    if (s->partials) {  /* sum the partials in chunk order, then into gram (transposed as asked) */
+        @T@ *p0 = s->partials;
+        for (int64_t c = 1; c < s->nchunks; c++) {
+            const @T@ *pc = s->partials + c * s->gsize;
+            for (int64_t e = 0; e < s->gsize; e++) p0[e] += pc[e];
+        }
+        /* p0 is [Cg, C] (part_tr = 0) or [C, Cg]; gram is [Cg, C] (gram_tr = 0) or [C, Cg] */
+        const int64_t R = s->part_tr ? C : s->Cg, Q = s->part_tr ? s->Cg : C;
+        if (s->part_tr == s->gram_tr)
+            for (int64_t e = 0; e < s->gsize; e++) s->gram[e] += p0[e];
+        else
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t q = 0; q < Q; q++) s->gram[q * R + r] += p0[r * Q + q];
+    }
+    return 0;
+}
+
+static step_@S@ step0_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V, int64_t P, int64_t C) {
+    step_@S@ s;
+    memset(&s, 0, sizeof s);
+    s.indptr = indptr; s.indices = indices; s.vals = vals;
+    s.V = V; s.P = P; s.C = C;
+    s.alpha = 1; s.beta = 1;
+    return s;
+}
+
+static int contiguous_@S@(int64_t P, int64_t C, int64_t sv, int64_t sp) {
+    return (P == 1 || sp == C) && sv == P * C;
+}
+
+/* One step, as a library call (laplacian_matmul). Returns 0, or -1 without memory. */
+int cheb_step_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V, int64_t P, int64_t C,
                   const @T@ *X, int64_t xsv, int64_t xsp, double alpha,
                   const @T@ *Y, int64_t ysv, int64_t ysp, double beta,
-                  const @T@ *E, int64_t esv, int64_t esp, int64_t Ce, const @T@ *Wpre,
-                  const @T@ *obias, @T@ *out,
-                  const @T@ *Wpost, int64_t Co, @T@ *acc, int acc_init, const @T@ *abias,
-                  const @T@ *G, int64_t gsv, int64_t gsp, int64_t Cg, @T@ *gram,
-                  int nthreads) {
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > MAXT) nthreads = MAXT;
-    if (V < nthreads) nthreads = V > 0 ? (int)V : 1;
-    job_@S@ jobs[MAXT];
-    pthread_t tid[MAXT];
-    int started[MAXT];
-    const int64_t gsize = G ? Cg * C : 0;
-    @T@ *partial = NULL;  /* per-thread Gram matrices, summed at the end */
-    if (G && nthreads > 1) {
-        partial = (@T@ *)calloc((size_t)(nthreads - 1) * gsize, sizeof(@T@));
-        if (!partial) nthreads = 1;
+                  @T@ *out, int nthreads) {
+    ctx_t cx;
+    ctx_open(&cx, nthreads);
+    step_@S@ s = step0_@S@(indptr, indices, vals, V, P, C);
+    s.X = X; s.xsv = xsv; s.xsp = xsp; s.alpha = (@T@)alpha;
+    s.Y = Y; s.ysv = ysv; s.ysp = ysp; s.beta = (@T@)beta;
+    s.out = out;
+    const int st = run_step_@S@(&cx, &s);
+    ctx_close(&cx);
+    return st;
+}
+
+/* Chebyshev recursion T_0 x .. T_{K-1} x on x [V, P, C], each term handed to one step
+   with the per-term mixing (Wpost + k * wstride into acc) and Gram (G into gram + k * gstride).
+   Two temporaries: T_k is written over T_{k-2} (over x only when x is a temporary), and
+   the last term is never stored. A strided x is copied to vertex-major order by the first step. */
+static int recurse_@S@(ctx_t *cx, const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V, int64_t P,
+                       int64_t C, int64_t K, const @T@ *x, int64_t xsv, int64_t xsp, int own,
+                       const @T@ *Wpost, int64_t wstride, int64_t Co, @T@ *acc, const @T@ *abias,
+                       const @T@ *G, int64_t gsv, int64_t gsp, int64_t Cg, @T@ *gram, int64_t gstride, int gram_tr,
+                       _Atomic int *nonfinite) {
+    const size_t bytes = (size_t)V * P * C * sizeof(@T@);
+    const int copy = K > 1 && !contiguous_@S@(P, C, xsv, xsp);
+    @T@ *tmp[2] = {NULL, NULL};
+    int used = 0;
+#define TEMP() (used < 2 ? (tmp[used] = (@T@ *)buf_get(&cx->temp[used], bytes), tmp[used++]) : NULL)
+    step_@S@ s = step0_@S@(indptr, indices, vals, V, P, C);
+    s.Y = x; s.ysv = xsv; s.ysp = xsp;
+    if (copy && !(s.out = TEMP())) return -1;
+    s.Wpost = Wpost; s.Co = Co; s.acc = acc; s.acc_init = 1; s.abias = abias;
+    s.G = G; s.gsv = gsv; s.gsp = gsp; s.Cg = Cg; s.gram = gram; s.gram_tr = gram_tr; s.gram_init = 1;
+    s.nonfinite = nonfinite;
+    if (run_step_@S@(cx, &s)) return -1;
+    if (K == 1) return 0;
+    const @T@ *prev = copy ? s.out : x;
+    int64_t psv = copy ? P * C : xsv, psp = copy ? C : xsp;
+    int prev_own = copy || own;  /* x itself may be overwritten when it is ours */
+    s = step0_@S@(indptr, indices, vals, V, P, C);
+    s.X = prev; s.xsv = psv; s.xsp = psp;
+    if (K > 2 && !(s.out = TEMP())) return -1;
+    if (Wpost) { s.Wpost = Wpost + wstride; s.Co = Co; s.acc = acc; }
+    if (G) { s.G = G; s.gsv = gsv; s.gsp = gsp; s.Cg = Cg; s.gram = gram + gstride; s.gram_tr = gram_tr; s.gram_init = 1; }
+    if (run_step_@S@(cx, &s)) return -1;
+    const @T@ *cur = s.out;
+    for (int64_t k = 2; k < K; k++) {
+        s = step0_@S@(indptr, indices, vals, V, P, C);
+        s.X = cur; s.xsv = P * C; s.xsp = C; s.alpha = 2;
+        s.Y = prev; s.ysv = psv; s.ysp = psp; s.beta = -1;
+        if (k < K - 1 && !(s.out = prev_own ? (@T@ *)prev : TEMP())) return -1;
+        if (Wpost) { s.Wpost = Wpost + k * wstride; s.Co = Co; s.acc = acc; }
+        if (G) { s.G = G; s.gsv = gsv; s.gsp = gsp; s.Cg = Cg; s.gram = gram + k * gstride; s.gram_tr = gram_tr; s.gram_init = 1; }
+        if (run_step_@S@(cx, &s)) return -1;
+        /* from here on the previous term is one of our temporaries */
+        prev = cur; psv = P * C; psp = C; prev_own = 1;
+        cur = s.out;
     }
-    for (int k = 0; k < nthreads; k++) {
-        job_@S@ j = {indptr, indices, vals, V, P, C, X, xsv, xsp, (@T@)alpha, Y, ysv, ysp, (@T@)beta,
-                     E, esv, esp, Ce, Wpre, obias, out, Wpost, Co, acc, acc_init, abias,
-                     G, gsv, gsp, Cg, k == 0 ? gram : partial + (k - 1) * gsize,
-                     V * k / nthreads, V * (k + 1) / nthreads};
-        jobs[k] = j;
+#undef TEMP
+    return 0;
+}
+
+/* Clenshaw summation S = sum_k T_k (E @ W_k) (+ bias) into out [V, P, C]:
+   b_{K-1} = E W_{K-1}; b_k = E W_k + 2 L~ b_{k+1} - b_{k+2}; S = E W_0 + L~ b_1 - b_2. */
+static int clenshaw_@S@(ctx_t *cx, const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V, int64_t P,
+                        int64_t C, int64_t K, const @T@ *E, int64_t esv, int64_t esp, int64_t Ce,
+                        const @T@ *W, const @T@ *bias, @T@ *out, _Atomic int *nonfinite) {
+    const size_t bytes = (size_t)V * P * C * sizeof(@T@);
+    step_@S@ s = step0_@S@(indptr, indices, vals, V, P, C);
+    s.E = E; s.esv = esv; s.esp = esp; s.Ce = Ce;
+    s.nonfinite = nonfinite;  /* E W_k is non-finite wherever E is (Inf * 0 = NaN) */
+    if (K == 1) {
+        s.Wpre = W; s.obias = bias; s.out = out;
+        return run_step_@S@(cx, &s);
     }
-    started[0] = 0;
-    for (int k = 1; k < nthreads; k++)
-        started[k] = pthread_create(&tid[k], NULL, rows_@S@, &jobs[k]) == 0;
-    rows_@S@(&jobs[0]);
-    for (int k = 1; k < nthreads; k++) {
-        if (started[k]) pthread_join(tid[k], NULL);
-        else rows_@S@(&jobs[k]);  /* no thread: do its share here */
+    s.Wpre = W + (K - 1) * Ce * C;
+    if (!(s.out = (@T@ *)buf_get(&cx->temp[0], bytes))) return -1;
+    if (run_step_@S@(cx, &s)) return -1;
+    @T@ *b1 = s.out, *b2 = NULL;
+    for (int64_t k = K - 2; k >= 0; k--) {
+        @T@ *o = k == 0 ? out : b2 ? b2 : (@T@ *)buf_get(&cx->temp[1], bytes);
+        if (!o) return -1;
+        s = step0_@S@(indptr, indices, vals, V, P, C);
+        s.X = b1; s.xsv = P * C; s.xsp = C; s.alpha = k == 0 ? 1 : 2;
+        if (b2) { s.Y = b2; s.ysv = P * C; s.ysp = C; s.beta = -1; }
+        s.E = E; s.esv = esv; s.esp = esp; s.Ce = Ce; s.Wpre = W + k * Ce * C;
+        s.obias = k == 0 ? bias : NULL;
+        s.out = o;
+        if (run_step_@S@(cx, &s)) return -1;
+        b2 = b1;
+        b1 = o;
     }
-    int status = 0;
-    for (int k = 0; k < nthreads; k++) if (jobs[k].r1 < 0) status = -1;
-    if (partial) {
-        for (int k = 1; k < nthreads; k++)
-            for (int64_t e = 0; e < gsize; e++) gram[e] += partial[(k - 1) * gsize + e];
-        free(partial);
+    return 0;
+}
+
+/* Forward of a Chebyshev convolution: y [V, P, Cout] (contiguous) from x [V, P, Cin] (any
+   strides, channels contiguous) and W [K, Cin, Cout]; by the recursion on x, or (clenshaw)
+   by Clenshaw's recurrence on x W_k (fewer output channels). With `check`, the first pass
+   also looks for NaN or Inf in what it reads. Returns 0, -1 (no memory) or 2 (non-finite). */
+int cheb_forward_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V, int64_t P,
+                     int64_t Cin, int64_t Cout, int64_t K, const @T@ *x, int64_t xsv, int64_t xsp,
+                     const @T@ *W, const @T@ *bias, @T@ *y, int clenshaw, int check, int nthreads) {
+    ctx_t cx;
+    ctx_open(&cx, nthreads);
+    _Atomic int bad = 0;
+    int st;
+    if (clenshaw)
+        st = clenshaw_@S@(&cx, indptr, indices, vals, V, P, Cout, K, x, xsv, xsp, Cin, W, bias, y,
+                          check ? &bad : NULL);
+    else
+        st = recurse_@S@(&cx, indptr, indices, vals, V, P, Cin, K, x, xsv, xsp, 0, W, Cin * Cout, Cout, y, bias,
+                         NULL, 0, 0, 0, NULL, 0, 0, check ? &bad : NULL);
+    ctx_close(&cx);
+    return st ? st : atomic_load(&bad) ? 2 : 0;
+}
+
+/* Backward: from g = dL/dy [V, P, Cout] (any strides) and x, gx [V, P, Cin] (contiguous, or
+   NULL) and gw [K, Cin, Cout] (or NULL). on_x = 0: one recursion on g, Z_k = T_k g, gives
+   gw_k = x^T Z_k and gx += Z_k W_k^T. on_x = 1: the recursion on x gives gw_k = (T_k x)^T g,
+   and Clenshaw on g W_k^T gives gx. own_g: g is a private copy the recursion may overwrite.
+   Returns 0 or -1. */
+int cheb_backward_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V, int64_t P,
+                      int64_t Cin, int64_t Cout, int64_t K, const @T@ *x, int64_t xsv, int64_t xsp,
+                      const @T@ *g, int64_t gsv, int64_t gsp, int own_g, const @T@ *W, @T@ *gx, @T@ *gw,
+                      int on_x, int nthreads) {
+    ctx_t cx;
+    ctx_open(&cx, nthreads);
+    int st = 0;
+    @T@ *wt = NULL;
+    if (gx) {  /* W_k^T, [K, Cout, Cin] */
+        wt = (@T@ *)buf_get(cx.wt, (size_t)K * Cin * Cout * sizeof(@T@));
+        if (!wt) st = -1;
+        else  /* in 16 x 16 blocks, which stay in L1 */
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t i0 = 0; i0 < Cin; i0 += 16)
+                    for (int64_t o0 = 0; o0 < Cout; o0 += 16)
+                        for (int64_t i = i0; i < imin(Cin, i0 + 16); i++)
+                            for (int64_t o = o0; o < imin(Cout, o0 + 16); o++)
+                                wt[(k * Cout + o) * Cin + i] = W[(k * Cin + i) * Cout + o];
     }
-    return status;
+    if (st == 0 && !on_x)
+        st = recurse_@S@(&cx, indptr, indices, vals, V, P, Cout, K, g, gsv, gsp, own_g, wt, Cin * Cout, Cin, gx, NULL,
+                         gw ? x : NULL, xsv, xsp, Cin, gw, Cin * Cout, 0, NULL);
+    if (st == 0 && on_x && gw)
+        st = recurse_@S@(&cx, indptr, indices, vals, V, P, Cin, K, x, xsv, xsp, 0, NULL, 0, 0, NULL, NULL,
+                         g, gsv, gsp, Cout, gw, Cin * Cout, 1, NULL);
+    if (st == 0 && on_x && gx)
+        st = clenshaw_@S@(&cx, indptr, indices, vals, V, P, Cin, K, g, gsv, gsp, Cout, wt, NULL, gx, NULL);
+    ctx_close(&cx);
+    return st;
+}
+
+#undef SPARSE_TILE
+#undef GEMM_TILE
+#undef GEMM_ROW
+"""
+
+# Batch norm (+ ReLU) over [N, C] rows: one copy per floating type.
+_BN = r"""/* -- batch norm (+ ReLU) over the channels of [N, C] rows (channels contiguous, row stride C):
+   the [batch, vertices, channels] layout, whatever the order of batch and vertices in memory. */
+typedef struct {
+    const @T@ *x, *g; @T@ *y;
+    int64_t N, C, rows;      /* rows per chunk */
+    const @T@ *scale, *shift, *a, *b, *d;
+    int relu;
+    double *part;            /* per chunk: [3, C] (count-weighted mean, M2) or [2, C] sums */
+    const @T@ *mean_f;
+} bn_@S@;
+
+/* Per chunk: mean and M2 by two passes over blocks of <= 64 rows (in L1), merged with
+   Chan's formula in double: accurate without a second read of memory. */
+static void bn_stats_chunk_@S@(void *arg, int64_t c, int tid) {
+    (void)tid;
+    const bn_@S@ *a = (const bn_@S@ *)arg;
+    const int64_t C = a->C, r0 = c * a->rows, r1 = imin(a->N, r0 + a->rows);
+    double *mean = a->part + c * 2 * C, *m2 = mean + C;
+    double n = 0;
+    for (int64_t q = 0; q < C; q++) mean[q] = m2[q] = 0;
+    @T@ bm[1024], bs[1024];
+    for (int64_t q0 = 0; q0 < C; q0 += 1024) {
+        const int64_t qn = imin(1024, C - q0);
+        n = 0;
+        for (int64_t b0 = r0; b0 < r1; b0 += 64) {
+            const int64_t nb = imin(64, r1 - b0);
+            for (int64_t q = 0; q < qn; q++) bm[q] = 0;
+            for (int64_t r = b0; r < b0 + nb; r++) {
+                const @T@ *xr = a->x + r * C + q0;
+                for (int64_t q = 0; q < qn; q++) bm[q] += xr[q];
+            }
+            for (int64_t q = 0; q < qn; q++) { bm[q] /= (@T@)nb; bs[q] = 0; }
+            for (int64_t r = b0; r < b0 + nb; r++) {
+                const @T@ *xr = a->x + r * C + q0;
+                for (int64_t q = 0; q < qn; q++) { const @T@ e = xr[q] - bm[q]; bs[q] += e * e; }
+            }
+            for (int64_t q = 0; q < qn; q++) {  /* merge (n, mean, m2) with (nb, bm, bs) */
+                const double delta = (double)bm[q] - mean[q0 + q], tot = n + nb;
+                mean[q0 + q] += delta * nb / tot;
+                m2[q0 + q] += (double)bs[q] + delta * delta * n * nb / tot;
+            }
+            n += nb;
+        }
+    }
+}
+
+static void bn_apply_chunk_@S@(void *arg, int64_t c, int tid) {
+    (void)tid;
+    const bn_@S@ *a = (const bn_@S@ *)arg;
+    const int64_t C = a->C, r0 = c * a->rows, r1 = imin(a->N, r0 + a->rows);
+    /* local restrict pointers: stores to y cannot change the coefficients (vectorizes) */
+    const @T@ *restrict sc = a->scale, *restrict sh = a->shift;
+    for (int64_t r = r0; r < r1; r++) {
+        const @T@ *xr = a->x + r * C;
+        @T@ *yr = a->y + r * C;
+        if (a->relu)
+            for (int64_t q = 0; q < C; q++) { const @T@ z = xr[q] * sc[q] + sh[q]; yr[q] = z > 0 ? z : 0; }
+        else
+            for (int64_t q = 0; q < C; q++) yr[q] = xr[q] * sc[q] + sh[q];
+    }
+}
+
+/* sums of dz and dz * x per channel, dz = g * relu'(x * scale + shift) */
+static void bn_bsums_chunk_@S@(void *arg, int64_t c, int tid) {
+    (void)tid;
+    const bn_@S@ *a = (const bn_@S@ *)arg;
+    const int64_t C = a->C, r0 = c * a->rows, r1 = imin(a->N, r0 + a->rows);
+    double *sg = a->part + c * 2 * C, *sgx = sg + C;
+    for (int64_t q = 0; q < C; q++) sg[q] = sgx[q] = 0;
+    @T@ bg[1024], bgx[1024];
+    for (int64_t q0 = 0; q0 < C; q0 += 1024) {
+        const int64_t qn = imin(1024, C - q0);
+        for (int64_t b0 = r0; b0 < r1; b0 += 64) {
+            const int64_t nb = imin(64, r1 - b0);
+            for (int64_t q = 0; q < qn; q++) bg[q] = bgx[q] = 0;
+            for (int64_t r = b0; r < b0 + nb; r++) {
+                const @T@ *xr = a->x + r * C + q0, *gr = a->g + r * C + q0;
+                const @T@ *sc = a->scale + q0, *sh = a->shift + q0, *mu = a->mean_f + q0;
+                if (a->relu)
+                    for (int64_t q = 0; q < qn; q++) {
+                        const @T@ dz = xr[q] * sc[q] + sh[q] > 0 ? gr[q] : 0;
+                        bg[q] += dz; bgx[q] += dz * (xr[q] - mu[q]);
+                    }
+                else
+                    for (int64_t q = 0; q < qn; q++) { bg[q] += gr[q]; bgx[q] += gr[q] * (xr[q] - mu[q]); }
+            }
+            for (int64_t q = 0; q < qn; q++) { sg[q0 + q] += bg[q]; sgx[q0 + q] += bgx[q]; }
+        }
+    }
+}
+
+/* dx = a * dz + b * x + d */
+static void bn_bapply_chunk_@S@(void *arg, int64_t c, int tid) {
+    (void)tid;
+    const bn_@S@ *a = (const bn_@S@ *)arg;
+    const int64_t C = a->C, r0 = c * a->rows, r1 = imin(a->N, r0 + a->rows);
+    const @T@ *restrict sc = a->scale, *restrict sh = a->shift, *restrict ca = a->a, *restrict cb = a->b,
+              *restrict cd = a->d;
+    for (int64_t r = r0; r < r1; r++) {
+        const @T@ *xr = a->x + r * C, *gr = a->g + r * C;
+        @T@ *yr = a->y + r * C;
+        if (a->relu)
+            for (int64_t q = 0; q < C; q++) {
+                const @T@ dz = xr[q] * sc[q] + sh[q] > 0 ? gr[q] : 0;
+                yr[q] = ca[q] * dz + cb[q] * xr[q] + cd[q];
+            }
+        else
+            for (int64_t q = 0; q < C; q++) yr[q] = ca[q] * gr[q] + cb[q] * xr[q] + cd[q];
+    }
+}
+
+static int64_t bn_rows_@S@(int64_t N, int64_t C) {
+    /* chunks of >= 16k elements, at most MAXCHUNKS; independent of the thread count */
+    int64_t rows = imax(64, ((1 << 14) + C - 1) / imax(C, 1));
+    rows = (rows + 63) / 64 * 64;
+    while ((N + rows - 1) / rows > MAXCHUNKS) rows *= 2;
+    return rows;
+}
+
+/* Batch norm (+ ReLU) forward over x [N, C] into y (may be x). Training: the batch's mean
+   and biased variance (running stats updated with the unbiased one, factor `momentum`);
+   else the running stats. Saves mean and 1/sqrt(var + eps) for the backward. */
+int bn_forward_@S@(const @T@ *x, @T@ *y, int64_t N, int64_t C, const @T@ *weight, const @T@ *bias,
+                   @T@ *running_mean, @T@ *running_var, int training, double momentum, double eps, int relu,
+                   @T@ *save_mean, @T@ *save_invstd, int nthreads) {
+    if (C <= 0) return 0;
+    ctx_t cx;
+    ctx_open(&cx, nthreads);
+    bn_@S@ a;
+    memset(&a, 0, sizeof a);
+    a.x = x; a.y = y; a.N = N; a.C = C; a.rows = bn_rows_@S@(N, C); a.relu = relu;
+    const int64_t n = N > 0 ? (N + a.rows - 1) / a.rows : 0;
+    const int par = N * C >= PAR_MIN_WORK / 4;
+    /* partials: [n, 2, C] doubles, then mean, var (double) and scale, shift (T) */
+    char *mem = (char *)buf_get(cx.partial, ((size_t)n * 2 * C + 2 * C) * sizeof(double) + 2 * C * sizeof(@T@));
+    if (!mem) { ctx_close(&cx); return -1; }
+    a.part = (double *)mem;
+    double *mean = a.part + n * 2 * C, *var = mean + C;
+    @T@ *scale = (@T@ *)(var + C), *shift = scale + C;
+    if (training) {
+        run_chunks(bn_stats_chunk_@S@, &a, n, cx.nthreads, par);
+        double cnt = 0;
+        for (int64_t q = 0; q < C; q++) mean[q] = var[q] = 0;
+        for (int64_t c = 0; c < n; c++) {  /* Chan's merge, in chunk order */
+            const double nb = (double)(imin(N, (c + 1) * a.rows) - c * a.rows), tot = cnt + nb;
+            const double *pm = a.part + c * 2 * C, *pv = pm + C;
+            for (int64_t q = 0; q < C; q++) {
+                const double delta = pm[q] - mean[q];
+                mean[q] += delta * nb / tot;
+                var[q] += pv[q] + delta * delta * cnt * nb / tot;
+            }
+            cnt = tot;
+        }
+        for (int64_t q = 0; q < C; q++) {
+            var[q] = N > 0 ? var[q] / (double)N : 0;
+            if (running_mean) running_mean[q] = (@T@)((1 - momentum) * running_mean[q] + momentum * mean[q]);
+            if (running_var && N > 1)
+                running_var[q] = (@T@)((1 - momentum) * running_var[q] + momentum * var[q] * N / (N - 1));
+        }
+    } else {
+        for (int64_t q = 0; q < C; q++) { mean[q] = running_mean[q]; var[q] = running_var[q]; }
+    }
+    for (int64_t q = 0; q < C; q++) {
+        const double inv = 1.0 / __builtin_sqrt(var[q] + eps), w = weight ? weight[q] : 1.0;
+        save_mean[q] = (@T@)mean[q];
+        save_invstd[q] = (@T@)inv;
+        scale[q] = (@T@)(w * inv);
+        shift[q] = (@T@)((bias ? bias[q] : 0.0) - mean[q] * w * inv);
+    }
+    a.scale = scale; a.shift = shift;
+    run_chunks(bn_apply_chunk_@S@, &a, n, cx.nthreads, par);
+    ctx_close(&cx);
+    return 0;
+}
+
+/* Backward of bn_forward from g = dL/dy: dx (may be g; NULL: not needed), dweight and
+   dbias (NULL: not needed). The ReLU mask is recomputed from x. */
+int bn_backward_@S@(const @T@ *x, const @T@ *g, @T@ *dx, int64_t N, int64_t C, const @T@ *weight,
+                    const @T@ *bias, const @T@ *mean, const @T@ *invstd, int training, int relu,
+                    @T@ *dweight, @T@ *dbias, int nthreads) {
+    if (C <= 0) return 0;
+    ctx_t cx;
+    ctx_open(&cx, nthreads);
+    bn_@S@ a;
+    memset(&a, 0, sizeof a);
+    a.x = x; a.g = g; a.y = dx; a.N = N; a.C = C; a.rows = bn_rows_@S@(N, C); a.relu = relu; a.mean_f = mean;
+    const int64_t n = N > 0 ? (N + a.rows - 1) / a.rows : 0;
+    const int par = N * C >= PAR_MIN_WORK / 4;
+    char *mem = (char *)buf_get(cx.partial, ((size_t)n * 2 * C + 2 * C) * sizeof(double) + 5 * C * sizeof(@T@));
+    if (!mem) { ctx_close(&cx); return -1; }
+    a.part = (double *)mem;
+    double *sg = a.part + n * 2 * C, *sgx = sg + C;
+    @T@ *scale = (@T@ *)(sgx + C), *shift = scale + C, *ca = shift + C, *cb = ca + C, *cd = cb + C;
+    for (int64_t q = 0; q < C; q++) {
+        const double w = weight ? weight[q] : 1.0;
+        scale[q] = (@T@)(w * invstd[q]);
+        shift[q] = (@T@)((bias ? bias[q] : 0.0) - (double)mean[q] * w * invstd[q]);
+    }
+    a.scale = scale; a.shift = shift;
+    run_chunks(bn_bsums_chunk_@S@, &a, n, cx.nthreads, par);
+    for (int64_t q = 0; q < C; q++) sg[q] = sgx[q] = 0;
+    for (int64_t c = 0; c < n; c++)
+        for (int64_t q = 0; q < C; q++) { sg[q] += a.part[c * 2 * C + q]; sgx[q] += a.part[c * 2 * C + C + q]; }
+    for (int64_t q = 0; q < C; q++) {
+        /* sums of dz and dz * xhat, xhat = (x - mean) * invstd */
+        const double s1 = sg[q], s2 = sgx[q] * invstd[q], k = scale[q];
+        if (dweight) dweight[q] = (@T@)s2;
+        if (dbias) dbias[q] = (@T@)s1;
+        if (training && N > 0) {  /* dx = k (dz - mean(dz) - xhat mean(dz xhat)) */
+            const double m1 = s1 / N, m2 = s2 / N;
+            ca[q] = (@T@)k;
+            cb[q] = (@T@)(-k * invstd[q] * m2);
+            cd[q] = (@T@)(k * ((double)mean[q] * invstd[q] * m2 - m1));
+        } else {
+            ca[q] = (@T@)k; cb[q] = 0; cd[q] = 0;
+        }
+    }
+    if (dx) {
+        a.a = ca; a.b = cb; a.d = cd;
+        run_chunks(bn_bapply_chunk_@S@, &a, n, cx.nthreads, par);
+    }
+    ctx_close(&cx);
+    return 0;
 }
 """
 
 _VARIANTS = [("float", "int32_t", "f32_i32"), ("double", "int32_t", "f64_i32"),
              ("float", "int64_t", "f32_i64"), ("double", "int64_t", "f64_i64")]
-SOURCE = _HEADER + "".join(_BODY.replace("@T@", t).replace("@I@", i).replace("@S@", s) for t, i, s in _VARIANTS)
+# AVX-512 intrinsic names per type: suffix, mask type, vector type suffix.
+_MASK = {"float": ("ps", "__mmask16", ""), "double": ("pd", "__mmask8", "d")}
+
+
+def _instance(body: str, t: str, i: str, s: str) -> str:
+    ps, mk, pv = _MASK[t]
+    return (body.replace("@T@", t).replace("@I@", i).replace("@S@", s).replace("@P@", ps).replace("@MK@", mk)
+            .replace("@PV@", pv))
+
+
+SOURCE = (_HEADER
+          + "".join(_instance(_CONV, t, i, s) for t, i, s in _VARIANTS)
+          + "".join(_BN.replace("@T@", t).replace("@S@", s) for t, s in (("float", "f32"), ("double", "f64"))))
 
 # gnu11 for the vector extensions; fp-contract for fused multiply-adds (no
 # reassociation: results stay as accurate as the plain loops).
-_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fPIC", "-shared", "-pthread",
-          "-std=gnu11"]
+# GRAPHSPHERE_KERNEL_MARCH overrides -march=native (e.g. x86-64-v3 to run under
+# valgrind, which does not decode AVX-512).
+_FLAGS = ["-O3", "-march=" + (os.environ.get("GRAPHSPHERE_KERNEL_MARCH") or "native"), "-ffp-contract=fast",
+          "-fno-math-errno", "-fPIC", "-shared", "-pthread", "-std=gnu11"]
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -351,11 +1149,44 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(target: Path) -> bool:
+    """The cached library exists and its bytes match the digest stored beside it."""
+    try:
+        return (target.with_name(target.name + ".sha256").read_text().strip() == _digest(target))
+    except OSError:
+        return False
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
 def _build(cc: str) -> Path:
+    """Path of a verified library for this source, compiler, flags and CPU (built if needed).
+
+    A library that does not match its digest (truncated by a full disk, damaged)
+    would crash the process when loaded (SIGBUS): it is rebuilt instead. Both
+    files are written atomically, so concurrent builders race harmlessly.
+    """
     key = hashlib.sha256("\n".join([SOURCE, cc, " ".join(_FLAGS), platform.machine(),
                                     _cpu_signature()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"cheb_step_{key}.so"
-    if target.exists():
+    if _verified(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -363,72 +1194,75 @@ def _build(cc: str) -> Path:
         src.write_text(SOURCE)
         lib = Path(tmp) / "cheb_step.so"
         subprocess.run([cc, *_FLAGS, str(src), "-o", str(lib)], check=True, capture_output=True, timeout=300)
-        os.replace(lib, target)  # atomic: concurrent builders race harmlessly
+        data = lib.read_bytes()
+    _write_atomic(target, data)
+    _write_atomic(target.with_name(target.name + ".sha256"), hashlib.sha256(data).hexdigest().encode())
     return target
 
 
-_HUGE = 2 << 20
-_MADV_HUGEPAGE = 14
+def _bind(dll) -> SimpleNamespace:
+    p, i64, dbl, cint = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+    sig = {
+        "cheb_step": [p, p, p, i64, i64, i64, p, i64, i64, dbl, p, i64, i64, dbl, p, cint],
+        "cheb_forward": [p, p, p, i64, i64, i64, i64, i64, p, i64, i64, p, p, p, cint, cint, cint],
+        "cheb_backward": [p, p, p, i64, i64, i64, i64, i64, p, i64, i64, p, i64, i64, cint, p, p, p, cint, cint],
+    }
+    bn_sig = {
+        "bn_forward": [p, p, i64, i64, p, p, p, p, cint, dbl, dbl, cint, p, p, cint],
+        "bn_backward": [p, p, p, i64, i64, p, p, p, p, cint, cint, p, p, cint],
+    }
 
+    def fn(name, argtypes):
+        f = getattr(dll, name)
+        f.argtypes, f.restype = argtypes, cint
+        return f
 
-def advise_hugepages(t) -> None:
-    """Ask Linux to back a large, not yet touched CPU tensor with 2 MB pages.
-
-    Why: our buffers are fresh memory each call (glibc maps large blocks anew);
-    with 4 KB pages, faulting them in costs as much as a pass of the kernel
-    (one fault per 4 KB). A hint only: errors, other systems, or a kernel
-    without transparent huge pages leave things as they were.
-    """
-    n = t.numel() * t.element_size()
-    if n < 4 * _HUGE or t.device.type != "cpu" or not _state.get("madvise", True):
-        return
-    try:
-        libc = _state.get("libc")
-        if libc is None:
-            libc = _state["libc"] = ctypes.CDLL(None, use_errno=True)
-            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        start = -(-t.data_ptr() // _HUGE) * _HUGE  # whole 2 MB pages inside the buffer
-        end = (t.data_ptr() + n) // _HUGE * _HUGE
-        if end > start:
-            libc.madvise(start, end - start, _MADV_HUGEPAGE)
-    except (OSError, AttributeError):
-        _state["madvise"] = False
+    conv = {}
+    for _, _, suffix in _VARIANTS:
+        fl, ix = suffix.split("_")
+        key = ("float32" if fl == "f32" else "float64", "int32" if ix == "i32" else "int64")
+        conv[key] = SimpleNamespace(**{n: fn(f"{n}_{suffix}", a) for n, a in sig.items()})
+    bn = {dt: SimpleNamespace(**{n: fn(f"{n}_{s}", a) for n, a in bn_sig.items()})
+          for dt, s in (("float32", "f32"), ("float64", "f64"))}
+    dll.gs_release.argtypes, dll.gs_release.restype = [i64], None
+    dll.gs_pool_threads.argtypes, dll.gs_pool_threads.restype = [], cint
+    dll.gs_kept_bytes.argtypes, dll.gs_kept_bytes.restype = [], i64
+    return SimpleNamespace(conv=conv, bn=bn, release=dll.gs_release, pool_threads=dll.gs_pool_threads,
+                           kept_bytes=dll.gs_kept_bytes, dll=dll)
 
 
 def load():
-    """The compiled kernels as ``{(float dtype name, index dtype name): function}``,
-    or None where they cannot be had (no compiler, build failure, opt-out)."""
+    """The compiled kernels, or None where they cannot be had (no compiler,
+    build failure, ``GRAPHSPHERE_NO_KERNEL=1``).
+
+    Returns a namespace: ``conv[(float dtype name, index dtype name)]`` holds
+    ``cheb_step``, ``cheb_forward``, ``cheb_backward``; ``bn[float dtype name]``
+    the batch-norm passes; ``release(retain)`` frees the kept temporaries.
+    """
     with _lock:
         if "lib" in _state:
             return _state["lib"]
         _state["lib"] = None
         if os.environ.get("GRAPHSPHERE_NO_KERNEL", "") not in ("", "0"):
             return None
-        cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        cc = _compiler()
         if cc is None:
             return None
         try:
-            dll = ctypes.CDLL(str(_build(cc)))
-        except (OSError, subprocess.SubprocessError) as e:
+            _state["lib"] = _bind(ctypes.CDLL(str(_build(cc))))
+        except (OSError, subprocess.SubprocessError, AttributeError) as e:
             detail = (getattr(e, "stderr", b"") or b"").decode(errors="replace")[-300:]
             warnings.warn(f"graphsphere: could not build the CPU Chebyshev kernel ({e}; {detail}); "
                           "using the slower pure-torch path", RuntimeWarning, stacklevel=3)
-            return None
-        p, i64, dbl, cint = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-        argtypes = [p, p, p, i64, i64, i64,          # CSR, V, P, C
-                    p, i64, i64, dbl,                # X, strides, alpha
-                    p, i64, i64, dbl,                # Y, strides, beta
-                    p, i64, i64, i64, p,             # E, strides, Ce, Wpre
-                    p, p,                            # obias, out
-                    p, i64, p, cint, p,              # Wpost, Co, acc, acc_init, abias
-                    p, i64, i64, i64, p,             # G, strides, Cg, gram
-                    cint]                            # nthreads
-        fns = {}
-        for _, _, suffix in _VARIANTS:
-            fn = getattr(dll, f"cheb_step_{suffix}")
-            fn.argtypes = argtypes
-            fn.restype = cint
-            fl, ix = suffix.split("_")
-            fns[("float32" if fl == "f32" else "float64", "int32" if ix == "i32" else "int64")] = fn
-        _state["lib"] = fns
-        return fns
+        return _state["lib"]
+
+
+def release(retain: int | None = None) -> None:
+    """Free the temporaries the kernels keep between calls (and, with
+    ``retain`` bytes, set how much they may keep from now on; 0: nothing).
+
+    >>> release()          # e.g. before measuring peak memory
+    """
+    lib = load()
+    if lib is not None:
+        lib.release(-1 if retain is None else int(retain))

@@ -46,7 +46,7 @@ class SparseOperator:
     :func:`as_operator`, which checks it; the constructor trusts its inputs.
     """
 
-    __slots__ = ("indptr", "indices", "values", "_torch_csr")
+    __slots__ = ("_torch_csr", "indices", "indptr", "values")
 
     def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor):
         self.indptr, self.indices, self.values = indptr, indices, values
@@ -69,7 +69,7 @@ class SparseOperator:
     def dtype(self) -> torch.dtype:
         return self.values.dtype
 
-    def to(self, device=None, dtype=None) -> "SparseOperator":
+    def to(self, device=None, dtype=None) -> SparseOperator:
         """A copy on ``device`` with ``dtype`` values (self where nothing changes)."""
         device = self.device if device is None else torch.device(device)
         dtype = self.dtype if dtype is None else dtype
@@ -167,64 +167,69 @@ def _check_operator(op: SparseOperator) -> None:
         raise ValueError("the operator has NaN or Inf entries: check the graph's weights and lmax")
 
 
-# -- one fused step of a recursion ---------------------------------------------
+# -- dispatch: the compiled CPU kernel, or pure torch (any device) ---------------
 
-_PARALLEL_MIN_WORK = 1 << 18  # multiply-adds per step below which one thread is faster (threads cost ~50 us)
+def _cpu_kernel(ref: torch.Tensor, op: SparseOperator):
+    """The compiled functions for ref's dtype and op's index dtype, or None
+    (not on CPU, a dtype it lacks, no compiler, GRAPHSPHERE_NO_KERNEL=1).
+    Everything below dispatches through here, so that tests can force the
+    torch path (the one CUDA takes) by replacing it."""
+    if ref.device.type != "cpu":
+        return None
+    table = _KERNELS.get("conv")
+    if table is None:
+        lib = _cpu_kernel_mod.load()
+        if lib is None:
+            return None
+        table = _KERNELS["conv"] = {(getattr(torch, f), getattr(torch, i)): fns for (f, i), fns in lib.conv.items()}
+    return table.get((ref.dtype, op.indices.dtype))
+
+
+_KERNELS: dict = {}  # the compiled functions keyed by torch dtypes (no string work per call)
 
 
 def _empty(*shape, like: torch.Tensor) -> torch.Tensor:
-    """A new contiguous buffer (on CPU: backed by huge pages where possible)."""
-    t = torch.empty(*shape, dtype=like.dtype, device=like.device)
-    if t.device.type == "cpu":
-        _cpu_kernel_mod.advise_hugepages(t)
-    return t
+    return torch.empty(*shape, dtype=like.dtype, device=like.device)
 
 
 def _vp(t: torch.Tensor) -> torch.Tensor:
-    """t as a [V, P, channels] tensor whose channels are contiguous."""
+    """t as a [V, P, channels] tensor whose channels are contiguous (a view
+    when they already are; a gradient of ``.sum()`` is expanded: copied)."""
     return t if t.stride(-1) == 1 or t.shape[-1] == 1 else _empty(*t.shape, like=t).copy_(t)
 
 
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _csr(op: SparseOperator) -> tuple[int, int, int]:
+    return op.indptr.data_ptr(), op.indices.data_ptr(), op.values.data_ptr()
+
+
+def _check_status(status: int) -> None:
+    if status != 0:
+        raise MemoryError("the Chebyshev kernel could not allocate its temporaries "
+                          "(two signals of the layer's size): free memory or use a smaller batch")
+
+
+# -- pure torch: one step of a recursion, with temporaries -------------------------
+
 def _step(op: SparseOperator, *, X=None, alpha=1.0, Y=None, beta=1.0, E=None, Wpre=None, obias=None,
           store=True, out=None, Wpost=None, acc=None, acc_init=False, abias=None, G=None, gram=None):
-    """One pass over the vertices. Per vertex i, with signals [V, P, channels]:
+    """One term, in torch (CUDA, other devices, no compiler). Per vertex i,
+    with signals [V, P, channels]:
 
         t_i = alpha L~_i X + beta Y_i + E_i @ Wpre + obias
         out_i = t_i (if store);  acc_i = [abias +] acc_i + t_i @ Wpost;  gram += G_i^T t_i
 
-    Any of X, Y, E, Wpost, G may be None. ``out`` (contiguous, may be Y, not
-    X) is allocated when None. Returns out (or None without store).
+    Any of X, Y, E, Wpost, G may be None. ``out`` may be Y, not X. Returns
+    out (allocated when None) or None without store.
     """
     ref = next(t for t in (X, Y, E) if t is not None)
     V, P = ref.shape[0], ref.shape[1]
-    C = (X if X is not None else Y).shape[2] if (X is not None or Y is not None) else Wpre.shape[1]
-    if store and out is None:
-        out = _empty(V, P, C, like=ref)
-    X, Y, E, G = (None if t is None else _vp(t) for t in (X, Y, E, G))
-    kern = _cpu_kernel(ref, op)
-    if kern is not None:
-        def ptr(t):
-            return 0 if t is None else t.data_ptr()
-
-        def strides(t):
-            return (0, 0) if t is None else (t.stride(0), t.stride(1))
-
-        work = (op.nnz * P * C if X is not None else 0) + V * P * C * (
-            (0 if E is None else E.shape[2]) + (0 if Wpost is None else Wpost.shape[1])
-            + (0 if G is None else G.shape[2]))
-        nthreads = torch.get_num_threads() if work >= _PARALLEL_MIN_WORK else 1
-        status = kern(op.indptr.data_ptr(), op.indices.data_ptr(), op.values.data_ptr(), V, P, C,
-                      ptr(X), *strides(X), float(alpha), ptr(Y), *strides(Y), float(beta),
-                      ptr(E), *strides(E), 0 if E is None else E.shape[2], ptr(Wpre),
-                      ptr(obias), ptr(out if store else None),
-                      ptr(Wpost), 0 if Wpost is None else Wpost.shape[1], ptr(acc), int(acc_init), ptr(abias),
-                      ptr(G), *strides(G), 0 if G is None else G.shape[2], ptr(gram), nthreads)
-        if status != 0:
-            raise MemoryError("the Chebyshev kernel could not allocate its per-thread scratch rows")
-        return out if store else None
-    # Pure torch: the same arithmetic, with temporaries.
     t = None
     if X is not None:
+        C = X.shape[2]
         t = torch.sparse.mm(op.to_torch(), X.reshape(V, P * C)).view(V, P, C)
         if alpha != 1:
             t.mul_(alpha)
@@ -233,12 +238,10 @@ def _step(op: SparseOperator, *, X=None, alpha=1.0, Y=None, beta=1.0, E=None, Wp
     if E is not None:
         h = torch.matmul(E, Wpre)
         t = h if t is None else t.add_(h)
-    if t is None:
-        t = torch.zeros(V, P, C, dtype=ref.dtype, device=ref.device)
     if obias is not None:
         t.add_(obias)
     if Wpost is not None:
-        t2, a2 = t.reshape(V * P, C), acc.view(V * P, -1)
+        t2, a2 = t.reshape(V * P, -1), acc.view(V * P, -1)
         if acc_init:
             torch.mm(t2, Wpost, out=a2)
             if abias is not None:
@@ -246,20 +249,41 @@ def _step(op: SparseOperator, *, X=None, alpha=1.0, Y=None, beta=1.0, E=None, Wp
         else:
             a2.addmm_(t2, Wpost)
     if G is not None:
-        gram.addmm_(G.reshape(V * P, -1).t(), t.reshape(V * P, C))
-    if store:
-        out.copy_(t)
-        return out
-    return None
+        gram.addmm_(G.reshape(V * P, -1).t(), t.reshape(V * P, -1))
+    if not store:
+        return None
+    if out is None:
+        return t if t is not X and t is not Y and t is not E else t.clone()
+    return out.copy_(t)
 
 
-def _cpu_kernel(ref: torch.Tensor, op: SparseOperator):
-    if ref.device.type != "cpu" or ref.dtype not in (torch.float32, torch.float64):
-        return None
-    fns = _cpu_kernel_mod.load()
-    if fns is None:
-        return None
-    return fns[(str(ref.dtype)[6:], str(op.indices.dtype)[6:])]
+def _recurse(op: SparseOperator, x: torch.Tensor, K: int, per_k) -> None:
+    """Run T_0 x, ..., T_{K-1} x (x: [V, P, C]) through ``_step``, with the
+    mixing / Gram arguments ``per_k(k)`` for each term. Two terms are held at
+    a time and the last one is not stored."""
+    _step(op, Y=x, store=False, **per_k(0))
+    if K == 1:
+        return
+    prev, cur = x, _step(op, X=x, store=K > 2, **per_k(1))
+    for k in range(2, K):
+        nxt = _step(op, X=cur, alpha=2.0, Y=prev, beta=-1.0, store=k < K - 1,
+                    out=prev if prev is not x else None, **per_k(k))
+        prev, cur = cur, nxt
+
+
+def _clenshaw(op: SparseOperator, E: torch.Tensor, W: torch.Tensor, bias=None) -> torch.Tensor:
+    """S = sum_k T_k(L~) (E @ W[k]) (+ bias) by Clenshaw's recurrence:
+    b_{K-1} = E W_{K-1}; b_k = E W_k + 2 L~ b_{k+1} - b_{k+2}; S = E W_0 + L~ b_1 - b_2."""
+    K = W.shape[0]
+    if K == 1:
+        return _step(op, E=E, Wpre=W[0], obias=bias)
+    b2, b1 = None, _step(op, E=E, Wpre=W[K - 1])
+    for k in range(K - 2, -1, -1):
+        last = k == 0
+        t = _step(op, X=b1, alpha=1.0 if last else 2.0, Y=b2, beta=-1.0, E=E, Wpre=W[k],
+                  obias=bias if last else None, out=b2)
+        b2, b1 = b1, t
+    return b1
 
 
 def laplacian_matmul(op: SparseOperator, X: torch.Tensor, alpha: float = 1.0, Y: torch.Tensor | None = None,
@@ -282,106 +306,170 @@ def laplacian_matmul(op: SparseOperator, X: torch.Tensor, alpha: float = 1.0, Y:
         raise ValueError(f"Y has shape {tuple(Y.shape)}, X {tuple(X.shape)}")
     if out is not None and (not out.is_contiguous() or out.shape != X.shape or out.data_ptr() == X.data_ptr()):
         raise ValueError("out must be a contiguous tensor shaped like X, and not X itself")
-    return _step(op, X=X, alpha=alpha, Y=Y if beta != 0 else None, beta=beta, out=out)
+    if beta == 0:
+        Y = None
+    if X.numel() == 0:
+        return torch.zeros_like(X) if out is None else out.zero_()
+    kern = _cpu_kernel(X, op)
+    if kern is None:
+        return _step(op, X=X, alpha=alpha, Y=Y, beta=beta, out=out)
+    X = _vp(X)
+    Y = None if Y is None else _vp(Y)
+    if out is None:
+        out = _empty(*X.shape, like=X)
+    V, P, C = X.shape
+    _check_status(kern.cheb_step(*_csr(op), V, P, C, X.data_ptr(), X.stride(0), X.stride(1), float(alpha),
+                                 _ptr(Y), Y.stride(0) if Y is not None else 0, Y.stride(1) if Y is not None else 0,
+                                 float(beta), out.data_ptr(), torch.get_num_threads()))
+    return out
 
 
-# -- Chebyshev recursion and Clenshaw summation, one fused step per term --------
+# -- the convolution: forward, backward, and the weight-gradient product ----------
 
-def _recurse(op: SparseOperator, x: torch.Tensor, K: int, per_k, own: bool = False) -> None:
-    """Run T_0 x, ..., T_{K-1} x (x: [V, P, C]) through ``_step``, with the
-    mixing / Gram arguments ``per_k(k)`` for each term. Two buffers in all:
-    T_k = 2 L~ T_{k-1} - T_{k-2} is written over T_{k-2} (over x only if
-    ``own``: x is a private buffer), and the last term is not stored at all."""
-    # The sparse product gathers whole vertex rows: a strided x (the layer's
-    # batch-major input) is copied to vertex-major order by the first step.
-    copy = K > 1 and not x.is_contiguous()
-    xc = _step(op, Y=x, beta=1.0, store=copy, **per_k(0))
-    x, copy = (xc, True) if copy else (x, own)
-    if K == 1:
-        return
-    prev, cur = x, _step(op, X=x, store=K > 2, **per_k(1))
-    for k in range(2, K):
-        nxt = _step(op, X=cur, alpha=2.0, Y=prev, beta=-1.0, store=k < K - 1,
-                    out=prev if prev is not x or copy else None, **per_k(k))
-        prev, cur = cur, nxt
+def _clenshaw_forward(cin: int, cout: int, K: int) -> bool:
+    """Forward by Clenshaw (sparse products on the output's channels) when it has fewer."""
+    return K > 1 and cout < cin
 
 
-def _clenshaw(op: SparseOperator, E: torch.Tensor, W: torch.Tensor, bias=None) -> torch.Tensor:
-    """S = sum_k T_k(L~) (E @ W[k]) (+ bias) by Clenshaw's recurrence, the
-    products E @ W[k] formed inside each step: b_{K-1} = E W_{K-1};
-    b_k = E W_k + 2 L~ b_{k+1} - b_{k+2}; S = E W_0 + L~ b_1 - b_2."""
-    K = W.shape[0]
-    if K == 1:
-        return _step(op, E=E, Wpre=W[0], obias=bias)
-    b2, b1 = None, _step(op, E=E, Wpre=W[K - 1])
-    for k in range(K - 2, -1, -1):
-        last = k == 0
-        t = _step(op, X=b1, alpha=1.0 if last else 2.0, Y=b2, beta=-1.0, E=E, Wpre=W[k],
-                  obias=bias if last else None, out=b2)
-        b2, b1 = b1, t
-    return b1
-
-
-def _forward(op: SparseOperator, xv: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
-    """y (vertex-major [V, B, Cout]) from x ([V, B, Cin], any strides): the
-    sparse products run on whichever side has fewer channels."""
+def _forward(op: SparseOperator, xv: torch.Tensor, weight: torch.Tensor, bias, check: bool = False) -> torch.Tensor:
+    """y (vertex-major [V, B, Cout], contiguous) from x ([V, B, Cin], channels
+    contiguous, any other strides) and weight [K, Cin, Cout]. With ``check``,
+    raise if x holds NaN or Inf (checked by the kernel as it reads x)."""
     K, cin, cout = weight.shape
-    if K > 1 and cout < cin:
-        return _clenshaw(op, xv, weight, bias)  # sum_k T_k (x theta_k): Cout channels
-    y = _empty(xv.shape[0], xv.shape[1], cout, like=xv)
-    _recurse(op, xv, K, lambda k: dict(Wpost=weight[k], acc=y, acc_init=k == 0, abias=bias))
+    V, B = xv.shape[0], xv.shape[1]
+    if xv.numel() == 0 or cout == 0:
+        y = xv.new_zeros(V, B, cout)
+        return y if bias is None else y.add_(bias)
+    clenshaw = _clenshaw_forward(cin, cout, K)
+    kern = _cpu_kernel(xv, op)
+    if kern is None:
+        if check:
+            _check_finite(xv)
+        if clenshaw:
+            return _clenshaw(op, xv, weight, bias)
+        y = _empty(V, B, cout, like=xv)
+        _recurse(op, xv, K, lambda k: {"Wpost": weight[k], "acc": y, "acc_init": k == 0, "abias": bias})
+        return y
+    y = _empty(V, B, cout, like=xv)
+    weight = weight.contiguous()
+    status = kern.cheb_forward(*_csr(op), V, B, cin, cout, K, xv.data_ptr(), xv.stride(0), xv.stride(1),
+                               weight.data_ptr(), _ptr(bias), y.data_ptr(), int(clenshaw), int(check),
+                               torch.get_num_threads())
+    if status == 2:  # the first pass saw NaN or Inf: in x, or only in the weights (not x's fault)?
+        _check_finite(xv)
+        status = 0
+    _check_status(status)
     return y
 
 
-class _ChebConvFunction(torch.autograd.Function):
-    """Saves only x and the weights; backward recomputes the Chebyshev terms.
+def _backward_on_x(cin: int, cout: int, K: int, need_x: bool, need_w: bool) -> bool:
+    """Backward by the recursion on x (plus Clenshaw for dx) when x has fewer
+    channels than the output gradient counts twice (once per gradient)."""
+    return need_w and K > 1 and cin * (int(need_w) + int(need_x)) < cout
 
+
+def _backward(op: SparseOperator, xv: torch.Tensor, gy: torch.Tensor, weight: torch.Tensor, need_x: bool,
+              need_w: bool):
+    """(dL/dx [V, B, Cin] or None, dL/dweight [K, Cin, Cout] or None) from
+    gy = dL/dy [V, B, Cout] (any strides)."""
+    K, cin, cout = weight.shape
+    own = gy.stride(-1) != 1 and gy.shape[-1] != 1  # then _vp copies: the copy is ours to overwrite
+    gy = _vp(gy)
+    if gy.numel() == 0 or xv.numel() == 0:
+        return (torch.zeros_like(xv) if need_x else None,
+                torch.zeros_like(weight) if need_w else None)
+    on_x = _backward_on_x(cin, cout, K, need_x, need_w)
+    kern = _cpu_kernel(xv, op)
+    V, B = xv.shape[0], xv.shape[1]
+    gx = _empty(V, B, cin, like=xv) if need_x else None
+    gw = _empty(K, cin, cout, like=weight) if need_w else None
+    if kern is not None:
+        weight = weight.contiguous()
+        status = kern.cheb_backward(*_csr(op), V, B, cin, cout, K, xv.data_ptr(), xv.stride(0), xv.stride(1),
+                                    gy.data_ptr(), gy.stride(0), gy.stride(1), int(own), weight.data_ptr(), _ptr(gx),
+                                    _ptr(gw),
+                                    int(on_x), torch.get_num_threads())
+        _check_status(status)
+        return gx, gw
+    wT = weight.transpose(1, 2).contiguous()  # theta_k^T: [K, Cout, Cin]
+    if on_x:
+        gwT = torch.zeros(K, cout, cin, dtype=weight.dtype, device=weight.device)
+        _recurse(op, xv, K, lambda k: {"G": gy, "gram": gwT[k]})  # (T_k x)^T G, transposed
+        gw = gwT.transpose(1, 2).contiguous()
+        if need_x:
+            gx = _clenshaw(op, gy, wT)
+        return gx, gw
+    if need_w:
+        gw.zero_()
+
+    def per_k(k):
+        kw = {"Wpost": wT[k], "acc": gx, "acc_init": k == 0} if need_x else {}
+        return dict(kw, G=xv, gram=gw[k]) if need_w else kw
+
+    _recurse(op, gy, K, per_k)
+    return gx, gw
+
+
+class _ChebConvFunction(torch.autograd.Function):
+    """y = sum_k T_k(L~) x theta_k (+ bias) on vertex-major [V, B, C] signals.
+
+    Saves only x and the weights; backward recomputes the Chebyshev terms.
     With G = dL/dy and symmetric L~ (so T_k^T = T_k):
       dL/dtheta_k = (T_k x)^T G = x^T (T_k G),   dL/dx = sum_k T_k (G theta_k^T).
     Either recurse on G (Cout channels): each Z_k = T_k G gives both gradients
     in the same pass; or recurse on x (Cin channels) for dtheta, and sum dx by
     Clenshaw (Cin channels, skipped when x needs no gradient, as for the
     first layer of a network). The cheaper is taken.
+
+    Twice differentiable: with ``create_graph=True`` the backward is built
+    from differentiable pieces (dL/dx is this same convolution with the
+    weights transposed, dL/dtheta is :class:`_ChebGramFunction`).
     """
 
     @staticmethod
-    def forward(ctx, xv, weight, bias, op):
+    def forward(ctx, xv, weight, bias, op, check=False):
         ctx.op = op
         ctx.has_bias = bias is not None
         ctx.save_for_backward(xv, weight)
-        return _forward(op, xv, weight, bias)
+        return _forward(op, xv, weight, bias, check)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
         xv, weight = ctx.saved_tensors
         op = ctx.op
-        K, cin, cout = weight.shape
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        own = not gy.is_contiguous()  # then the vertex-major copy is ours to overwrite
-        if own:
-            gy = _empty(*gy.shape, like=gy).copy_(gy)
-        gx = gw = gb = None
-        if need_b and ctx.has_bias:
-            gb = gy.sum((0, 1))
-        wT = weight.transpose(1, 2).contiguous()  # theta_k^T: [K, Cout, Cin]
-        if need_w and K > 1 and cin * (int(need_w) + int(need_x)) < cout:
-            gwT = torch.zeros(K, cout, cin, dtype=weight.dtype, device=weight.device)
-            _recurse(op, xv, K, lambda k: dict(G=gy, gram=gwT[k]))  # (T_k x)^T G, transposed
-            gw = gwT.transpose(1, 2).contiguous()
-            if need_x:
-                gx = _clenshaw(op, gy, wT)
-        elif need_x or need_w:
-            gw = torch.zeros_like(weight) if need_w else None
-            if need_x:
-                gx = _empty(*xv.shape, like=xv)
+        gb = gy.sum((0, 1)) if need_b and ctx.has_bias else None
+        if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+            gx = _ChebConvFunction.apply(gy, weight.transpose(1, 2), None, op) if need_x else None
+            gw = _ChebGramFunction.apply(xv, gy, op, weight.shape[0]) if need_w else None
+            return gx, gw, gb, None, None
+        gx, gw = _backward(op, xv, gy, weight, need_x, need_w)
+        return gx, gw, gb, None, None
 
-            def per_k(k):
-                kw = dict(Wpost=wT[k], acc=gx, acc_init=k == 0) if need_x else {}
-                return dict(kw, G=xv, gram=gw[k]) if need_w else kw
 
-            _recurse(op, gy, K, per_k, own=own)
-        return gx, gw, gb, None
+class _ChebGramFunction(torch.autograd.Function):
+    """gw_k = x^T T_k(L~) g ([K, Cin, Cout]): the weight gradient of a
+    Chebyshev convolution, as a function of x and g, for double backward.
+
+    Its own gradients are Chebyshev convolutions: for an upstream H_k,
+    dL/dx = sum_k T_k g H_k^T and dL/dg = sum_k T_k x H_k.
+    """
+
+    @staticmethod
+    def forward(ctx, xv, gy, op, K):
+        ctx.op = op
+        ctx.save_for_backward(xv, gy)
+        w_shape = torch.empty(K, xv.shape[2], gy.shape[2], dtype=xv.dtype, device=xv.device)
+        return _backward(op, xv, gy, w_shape, False, True)[1]
+
+    @staticmethod
+    def backward(ctx, H):
+        xv, gy = ctx.saved_tensors
+        op = ctx.op
+        need_x, need_g = ctx.needs_input_grad[:2]
+        gx = _ChebConvFunction.apply(gy, H.transpose(1, 2), None, op) if need_x else None
+        gg = _ChebConvFunction.apply(xv, H, None, op) if need_g else None
+        return gx, gg, None, None
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -403,13 +491,16 @@ def cheb_conv(x: torch.Tensor, operator, weight: torch.Tensor, bias: torch.Tenso
         checked, on every call: build the operator once where speed matters).
     weight : [K, in_channels, out_channels]; K = 1 is a per-vertex linear map.
     bias : [out_channels] or None.
-    check_finite : raise if x holds NaN or Inf (one extra read of x).
+    check_finite : raise if x holds NaN or Inf (on CPU the kernel checks the
+        values as it reads them: no extra pass).
 
     Returns [batch, vertices, out_channels] (a view of vertex-major memory).
     Under ``torch.autocast``, and for float16/bfloat16 inputs, the
     computation runs in float32 (sparse products in half precision lose too
     much) and the result is float32 under autocast, else x's dtype.
-    Gradients flow to x, weight and bias (not to the operator).
+    Gradients flow to x, weight and bias (not to the operator), to any order
+    (``create_graph=True`` works, e.g. for gradient penalties). An empty batch
+    or zero channels give an empty (or bias-only) result.
 
     >>> import torch, scipy.sparse as sp
     >>> L = sp.diags([1.0, 0.0, -1.0])             # a toy symmetric L~
@@ -438,23 +529,33 @@ def cheb_conv(x: torch.Tensor, operator, weight: torch.Tensor, bias: torch.Tenso
                          "use the graph of the sampling the data lives on")
     if x.device != operator.device:
         raise ValueError(f"x is on {x.device}, the operator on {operator.device}: move the module or data")
-    if check_finite:
-        _check_finite(x)
 
-    out_dtype = x.dtype
+    half = (torch.float16, torch.bfloat16)
     if _autocast_enabled(x.device.type):
-        out_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    elif weight.dtype != x.dtype:
+        out_dtype = torch.float32 if x.dtype in half else x.dtype
+        dtype = out_dtype
+        with torch.autocast(x.device.type, enabled=False):
+            yv = _apply(x.to(dtype), operator, weight.to(dtype), None if bias is None else bias.to(dtype),
+                        check_finite)
+        return yv.transpose(0, 1)
+    if weight.dtype != x.dtype:
         raise TypeError(f"x is {x.dtype} but weight is {weight.dtype}: convert one (e.g. module.to(x.dtype))")
-    dtype = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
-    with torch.autocast(x.device.type, enabled=False):
-        xv = _vp(x.to(dtype).transpose(0, 1))  # [V, B, Cin] view: the kernel reads x in place
-        w = weight.to(dtype)
-        b = None if bias is None else bias.to(dtype)
-        op = operator.to(dtype=dtype)
-        yv = _ChebConvFunction.apply(xv, w, b, op)
-        y = yv.transpose(0, 1)  # [B, V, Cout] view
-    return y if y.dtype == out_dtype else y.to(out_dtype)
+    if x.dtype in half:  # computed in float32, returned in x's dtype
+        yv = _apply(x.float(), operator, weight.float(), None if bias is None else bias.float(), check_finite)
+        return yv.transpose(0, 1).to(x.dtype)
+    if bias is not None and bias.dtype != x.dtype:
+        bias = bias.to(x.dtype)
+    return _apply(x, operator, weight, bias, check_finite).transpose(0, 1)  # [B, V, Cout] view
+
+
+def _apply(x: torch.Tensor, op: SparseOperator, weight: torch.Tensor, bias, check_finite) -> torch.Tensor:
+    """The autograd function on x's vertex-major view; returns y [V, B, Cout]."""
+    if op.values.dtype != x.dtype:
+        op = op.to(dtype=x.dtype)
+    xv = x.transpose(0, 1)  # [V, B, Cin] view: the kernel reads x in place
+    if xv.stride(-1) != 1 and xv.shape[-1] != 1:
+        xv = _vp(xv)
+    return _ChebConvFunction.apply(xv, weight, bias, op, bool(check_finite))
 
 
 def _check_finite(x: torch.Tensor) -> None:

@@ -1,0 +1,413 @@
+"""The compiled Chebyshev kernel and its torch fallback: every forward and
+backward path against gradcheck and a dense reference, double backward,
+thread-count independence, odd channel counts and strides, empty inputs, a
+damaged kernel cache, threads and fork, and the fused batch norm + ReLU."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import graphsphere as gs
+from graphsphere.nn.functional import _cpu_kernel
+from graphsphere.nn.functional import chebyshev as cheb
+from graphsphere.nn.functional.chebyshev import as_operator, cheb_conv
+from graphsphere.nn.functional.normalization import _torch_bn_relu, batch_norm_relu
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAVE_KERNEL = _cpu_kernel.load() is not None
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return gs.SphereGraph(gs.sampling.HEALPix(nside=1), k=6)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return gs.SphereGraph(gs.sampling.HEALPix(nside=4), k=8)
+
+
+@pytest.fixture(params=["kernel", "torch"])
+def backend(request, monkeypatch):
+    """The compiled CPU kernel, and the torch path (torch sparse CSR: the one CUDA takes)."""
+    if request.param == "torch":
+        monkeypatch.setattr(cheb, "_cpu_kernel", lambda ref, op: None)
+    elif not HAVE_KERNEL:
+        pytest.skip("no C compiler: the compiled kernel is unavailable")
+    return request.param
+
+
+def cheb_terms(L, K):
+    """[T_0(L), ..., T_{K-1}(L)] as dense matrices."""
+    T = [np.eye(len(L)), L]
+    for _ in range(2, K):
+        T.append(2 * L @ T[-1] - T[-2])
+    return T[:K]
+
+
+def dense_cheb(L, x, w, b=None):
+    """sum_k T_k(L) x theta_k (+ b) with explicit dense polynomials (float64)."""
+    T = cheb_terms(L, len(w))
+    y = sum(np.einsum("uv,bvc,cd->bud", T[k], x, w[k], optimize=True) for k in range(len(w)))
+    return y if b is None else y + b
+
+
+# (cin, cout, x needs grad) -> (forward by Clenshaw?, backward on x?) for K > 1
+PATHS = [((2, 5, True), (False, True)),    # recursion forward; backward: recursion on x + Clenshaw for dx
+         ((3, 2, True), (True, False)),    # Clenshaw forward; backward: recursion on the output gradient
+         ((2, 3, False), (False, True)),   # backward on x, no dx (a network's first layer)
+         ((4, 4, True), (False, False))]   # recursion both ways
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("shape,path", PATHS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradcheck_every_path(tiny, backend, K, shape, path, bias):
+    cin, cout, x_grad = shape
+    if K > 1:  # the test covers the path it names
+        assert cheb._clenshaw_forward(cin, cout, K) == path[0]
+        assert cheb._backward_on_x(cin, cout, K, x_grad, True) == path[1]
+    op = as_operator(tiny, dtype=torch.float64)
+    g = torch.Generator().manual_seed(10 * K + cin)
+    x = torch.randn(2, tiny.npix, cin, dtype=torch.float64, generator=g, requires_grad=x_grad)
+    w = torch.randn(K, cin, cout, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(cout, dtype=torch.float64, generator=g, requires_grad=True) if bias else None
+    args = (x, w) if b is None else (x, w, b)
+    assert torch.autograd.gradcheck(lambda *a: cheb_conv(a[0], op, *a[1:]), args)
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (3, 2), (3, 3)])
+def test_double_backward(tiny, backend, shape):
+    cin, cout = shape
+    op = as_operator(tiny, dtype=torch.float64)
+    g = torch.Generator().manual_seed(cin * cout)
+    x = torch.randn(2, tiny.npix, cin, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(3, cin, cout, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(cout, dtype=torch.float64, generator=g, requires_grad=True)
+    fn = lambda x, w, b: torch.tanh(cheb_conv(x, op, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+def test_gradient_penalty_matches_dense(small, backend):
+    """A gradient penalty ||d(sum y^2)/dx||^2, differentiated w.r.t. the weights,
+    against the same computation with dense matrices in torch."""
+    op = as_operator(small, dtype=torch.float64)
+    L = torch.from_numpy(small.operator().toarray())
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(2, small.npix, 3, dtype=torch.float64, generator=g)
+    w0 = torch.randn(4, 3, 2, dtype=torch.float64, generator=g)
+
+    def penalty(conv):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        (gx,) = torch.autograd.grad(conv(x, w).pow(2).sum(), x, create_graph=True)
+        (gw,) = torch.autograd.grad(gx.pow(2).sum(), w)
+        return gw
+
+    def dense(x, w):
+        T = [torch.eye(len(L), dtype=L.dtype), L]
+        for _ in range(2, len(w)):
+            T.append(2 * L @ T[-1] - T[-2])
+        return sum(torch.einsum("uv,bvc,cd->bud", T[k], x, w[k]) for k in range(len(w)))
+
+    torch.testing.assert_close(penalty(lambda x, w: cheb_conv(x, op, w)), penalty(dense), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cin,cout", [(1, 6), (6, 1), (5, 17), (17, 5), (31, 33), (6, 16)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_odd_channel_counts(small, backend, dtype, cin, cout, batch):
+    """Channel counts that are not whole vectors (masked or narrower vector tails)."""
+    rng = np.random.default_rng(cin * cout + batch)
+    x, w = rng.standard_normal((batch, small.npix, cin)), rng.standard_normal((4, cin, cout))
+    b, gy = rng.standard_normal(cout), rng.standard_normal((batch, small.npix, cout))
+    op = as_operator(small, dtype=dtype)
+    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+    wt = torch.tensor(w, dtype=dtype, requires_grad=True)
+    y = cheb_conv(xt, op, wt, torch.tensor(b, dtype=dtype))
+    y.backward(torch.tensor(gy, dtype=dtype))
+    L = small.operator().toarray()
+    tol = {"rtol": 2e-5, "atol": 2e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    ref = dense_cheb(L, x, w, b)
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(y.detach().double().numpy() / scale, ref / scale, **tol)
+    # dL/dx = sum_k T_k gy w_k^T and dL/dw_k = x^T T_k gy, with dense polynomials
+    gx_ref = dense_cheb(L, gy, w.transpose(0, 2, 1))
+    gw_ref = np.stack([np.einsum("bui,uv,bvo->io", x, T, gy, optimize=True) for T in cheb_terms(L, 4)])
+    np.testing.assert_allclose(xt.grad.double().numpy() / np.abs(gx_ref).max(), gx_ref / np.abs(gx_ref).max(), **tol)
+    np.testing.assert_allclose(wt.grad.double().numpy() / np.abs(gw_ref).max(), gw_ref / np.abs(gw_ref).max(), **tol)
+
+
+def test_strided_inputs(small, backend):
+    """Batch-major, vertex-major and channel-strided inputs; an expanded gradient."""
+    op = as_operator(small, dtype=torch.float64)
+    L = small.operator().toarray()
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(3, 4, 5, dtype=torch.float64, generator=g)
+    base = torch.randn(small.npix, 3, 8, dtype=torch.float64, generator=g)
+    for x in (base[:, :, :4].transpose(0, 1),            # vertex-major, rows of 8 with 4 used
+              base[:, :, ::2].transpose(0, 1),           # channel stride 2: copied
+              base[:, :, :4].transpose(0, 1).contiguous()):
+        xg = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+        y = cheb_conv(xg, op, w)
+        np.testing.assert_allclose(y.detach().numpy(), dense_cheb(L, x.numpy(), w.numpy()), rtol=1e-10, atol=1e-10)
+        y.sum().backward()  # the gradient of a sum is expanded (zero strides)
+        ref = dense_cheb(L, np.ones((3, small.npix, 5)), w.numpy().transpose(0, 2, 1))
+        np.testing.assert_allclose(xg.grad.numpy(), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
+def test_same_result_for_any_thread_count():
+    """Work is split into chunks that never depend on the thread count, and the
+    weight-gradient partial sums are added in chunk order: bitwise equal results."""
+    g = gs.SphereGraph(gs.sampling.HEALPix(nside=8), k=8)
+    op = as_operator(g)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(8, g.npix, 16, generator=gen)
+    w0 = torch.randn(5, 16, 16, generator=gen)
+    n = torch.get_num_threads()
+    out = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+            y = cheb_conv(x, op, w)
+            y.backward(torch.ones_like(y) + y.detach())
+            out.append((y.detach(), x.grad, w.grad))
+    finally:
+        torch.set_num_threads(n)
+    for other in out[1:]:
+        for a, b in zip(out[0], other):
+            assert torch.equal(a, b)
+    assert _cpu_kernel.load().pool_threads() >= 1  # the helpers were used, and are kept
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
+def test_concurrent_calls_from_threads(small):
+    """Two Python threads in the kernel at once (ctypes releases the GIL): the
+    second runs on private buffers; both results are right."""
+    op = as_operator(small)
+    L = small.operator().toarray()
+    gen = torch.Generator().manual_seed(1)
+    xs = [torch.randn(4, small.npix, 8, generator=gen) for _ in range(4)]
+    w = torch.randn(4, 8, 8, generator=gen)
+    results = {}
+
+    def work(i):
+        for _ in range(20):
+            results[i] = cheb_conv(xs[i], op, w)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, x in enumerate(xs):
+        ref = dense_cheb(L, x.double().numpy(), w.double().numpy())
+        np.testing.assert_allclose(results[i].numpy(), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def _run(code: str, env=None, timeout=240) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, check=False)
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
+def test_empty_batch_and_zero_channels_do_not_crash():
+    """A batch of 0 once raised SIGFPE in the compiled kernel (it divided by the
+    batch size): run in a subprocess, so that a crash fails the test, not pytest."""
+    r = _run("""
+        import torch, graphsphere as gs
+        from graphsphere.nn.functional.chebyshev import as_operator, cheb_conv, laplacian_matmul
+        torch.set_num_threads(2)
+        op = as_operator(gs.SphereGraph(gs.sampling.HEALPix(nside=2), k=8))
+        for B, cin, cout in [(0, 3, 4), (2, 0, 4), (2, 3, 0), (0, 0, 0)]:
+            for K in (1, 4):
+                x = torch.randn(B, 48, cin, requires_grad=True)
+                w = torch.randn(K, cin, cout, requires_grad=True)
+                b = torch.randn(cout, requires_grad=True)
+                y = cheb_conv(x, op, w, b)
+                assert y.shape == (B, 48, cout), y.shape
+                assert torch.equal(y, b.detach().expand(B, 48, cout)), "zero input channels: the bias alone"
+                y.sum().backward()
+                assert x.grad.shape == x.shape and w.grad.shape == w.shape and not w.grad.any()
+                assert torch.equal(b.grad, torch.full((cout,), float(B * 48)))
+        assert laplacian_matmul(op, torch.randn(48, 0, 5)).shape == (48, 0, 5)
+        print("ok")
+    """)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.strip().endswith("ok")
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
+def test_damaged_cached_kernel_is_rebuilt(tmp_path):
+    """A truncated cached library once crashed the process (SIGBUS) when loaded:
+    it is now checked against the digest stored beside it, and rebuilt."""
+    built = _cpu_kernel._build(_cpu_kernel._compiler())  # this process's library (cached: no build)
+    lib = tmp_path / "kernels" / built.name
+    lib.parent.mkdir()
+    good = built.read_bytes()
+    lib.write_bytes(good[: len(good) // 3])  # truncated, as a full disk or a killed copy would leave it
+    digest = lib.with_name(lib.name + ".sha256")
+    digest.write_text(built.with_name(built.name + ".sha256").read_text())
+    assert not _cpu_kernel._verified(lib)
+    r = _run("""
+        import torch, graphsphere as gs
+        from graphsphere.nn.functional import _cpu_kernel
+        from graphsphere.nn.functional.chebyshev import as_operator, cheb_conv
+        assert _cpu_kernel.load() is not None, "the kernel did not load"
+        g = gs.SphereGraph(gs.sampling.HEALPix(nside=2), k=8)
+        x = torch.ones(1, 48, 2); w = torch.ones(2, 2, 3)
+        L = torch.from_numpy(g.operator().toarray()).float()
+        assert torch.allclose(cheb_conv(x, as_operator(g), w), (x + L @ x) @ w[0], atol=1e-5), "wrong result"
+        print("ok")
+    """, {"GRAPHSPHERE_CACHE": str(tmp_path)})
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stderr[-2000:])
+    assert _cpu_kernel._verified(lib) and len(lib.read_bytes()) == len(good)  # rebuilt, and verified
+    digest.unlink()  # no digest: not trusted either
+    assert not _cpu_kernel._verified(lib)
+
+
+@pytest.mark.skipif(not HAVE_KERNEL or not hasattr(os, "fork"), reason="needs the kernel and fork()")
+def test_fork_after_threads_started():
+    """The helper threads do not survive fork(): a child process (a DataLoader
+    worker, say) recreates them and computes correctly."""
+    r = _run("""
+        import os, torch, numpy as np, graphsphere as gs
+        from graphsphere.nn.functional import _cpu_kernel
+        from graphsphere.nn.functional.chebyshev import as_operator, cheb_conv
+        torch.set_num_threads(2)
+        g = gs.SphereGraph(gs.sampling.HEALPix(nside=8), k=8)
+        op = as_operator(g)
+        x = torch.randn(8, g.npix, 16); w = torch.randn(4, 16, 16)
+        ref = cheb_conv(x, op, w)
+        assert _cpu_kernel.load().pool_threads() >= 1
+        pid = os.fork()
+        if pid == 0:
+            ok = torch.equal(cheb_conv(x, op, w), ref) and _cpu_kernel.load().pool_threads() >= 1
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        print("ok")
+    """)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stderr[-2000:])
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
+def test_kept_temporaries_are_bounded_and_released(small):
+    lib = _cpu_kernel.load()
+    op = as_operator(small)
+    x, w = torch.randn(4, small.npix, 32), torch.randn(5, 32, 32)
+    term = x.numel() * x.element_size()  # one Chebyshev term
+    ref = cheb_conv(x, op, w)
+    assert lib.kept_bytes() >= 2 * term  # small layers: the two terms stay for the next call
+    try:
+        _cpu_kernel.release(retain=term)  # frees all, then keeps at most one term's bytes
+        assert lib.kept_bytes() == 0
+        assert torch.equal(cheb_conv(x, op, w), ref)
+        assert 0 < lib.kept_bytes() <= term + (1 << 20)
+    finally:
+        _cpu_kernel.release(retain=32 << 20)
+    assert lib.kept_bytes() == 0
+
+
+# -- fused batch norm + ReLU ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["vertex-major", "batch-major", "strided"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [True, False])
+def test_batch_norm_relu_matches_torch(dtype, layout, training, relu):
+    gen = torch.Generator().manual_seed(3)
+    V, B, C = 300, 5, 7
+    base = torch.randn(V, B, 2 * C, dtype=dtype, generator=gen) * 3 + 1
+    x = {"vertex-major": base[..., :C].contiguous().transpose(0, 1),
+         "batch-major": base[..., :C].transpose(0, 1).contiguous(),
+         "strided": base[..., ::2].transpose(0, 1)}[layout]
+    w, b = (torch.randn(C, dtype=dtype, generator=gen) for _ in range(2))
+    stats = torch.randn(C, dtype=dtype, generator=gen), torch.rand(C, dtype=dtype, generator=gen) + 0.5
+    gy = torch.randn(B, V, C, dtype=dtype, generator=gen)
+    outs = []
+    for fn in (batch_norm_relu, _torch_bn_relu):  # the fused kernel, and torch's batch_norm on [N, C]
+        xi, wi, bi = (t.detach().clone(memory_format=torch.preserve_format).requires_grad_() for t in (x, w, b))
+        rm, rv = (s.clone() for s in stats)
+        y = fn(xi, wi, bi, rm, rv, training, 0.1, 1e-5, relu)
+        y.backward(gy)
+        outs.append((y, xi.grad, wi.grad, bi.grad, rm, rv))
+        if fn is batch_norm_relu and layout != "strided":
+            assert y.stride() == x.stride()  # the layout is kept: the next convolution reads it in place
+    # float32: the weight gradient sums 1500 terms of magnitude ~3 to ~0.3; both orders of summation
+    # are within a few 1e-5 of the exact sum
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    for a, r in zip(*outs):
+        torch.testing.assert_close(a, r, **tol)
+
+
+def test_batch_norm_relu_gradcheck():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(12, 3, 4, dtype=torch.float64, generator=gen).transpose(0, 1).requires_grad_()
+    w = torch.randn(4, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, generator=gen, requires_grad=True)
+    stats = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    for training in (True, False):
+        fn = lambda x, w, b, training=training: batch_norm_relu(x, w, b, *stats, training=training)
+        assert torch.autograd.gradcheck(fn, (x, w, b))
+        assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+def test_batch_norm_relu_statistics_are_accurate():
+    """Large mean, small spread: a one-pass sum of squares would lose the variance."""
+    x = (1e4 + torch.randn(4000, 8, 3, dtype=torch.float64)).float()
+    y = batch_norm_relu(x, None, None, None, None, training=True, relu=False)
+    ref = torch.nn.functional.batch_norm(x.double().reshape(-1, 3), None, None, training=True)
+    torch.testing.assert_close(y.double().reshape(-1, 3), ref, rtol=0, atol=2e-3)
+
+
+def test_batch_norm_relu_errors():
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
+        batch_norm_relu(x, torch.ones(4), None, None, None, True)
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        batch_norm_relu(x, None, None, None, None, training=False)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        batch_norm_relu(torch.randn(1, 1, 3), None, None, None, None, training=True)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("relu", [False, True])
+def test_vertex_batch_norm_is_batchnorm1d_then_relu(momentum, relu):
+    # The models' blocks call VertexBatchNorm(x, relu=True) on the convolution's vertex-major output:
+    # values, gradients, running statistics and the batch counter as nn.BatchNorm1d followed by ReLU.
+    from graphsphere.nn import VertexBatchNorm
+
+    torch.manual_seed(0)
+    ours, ref = VertexBatchNorm(5, momentum=momentum), torch.nn.BatchNorm1d(5, momentum=momentum)
+    with torch.no_grad():
+        for m in (ours, ref):
+            m.weight.copy_(torch.linspace(0.5, 2, 5))
+            m.bias.copy_(torch.linspace(-1, 1, 5))
+    for step in range(3):
+        x = (torch.randn(40, 3, 5) * 2 + 1).transpose(0, 1).requires_grad_()   # [3, 40, 5], vertex-major memory
+        xr = x.detach().clone().requires_grad_()
+        y = ours(x, relu=relu)
+        yr = ref(xr.transpose(1, 2)).transpose(1, 2)
+        yr = torch.relu(yr) if relu else yr
+        torch.testing.assert_close(y, yr, rtol=1e-5, atol=1e-5)
+        g = torch.randn_like(y)
+        y.backward(g)
+        yr.backward(g)
+        torch.testing.assert_close(x.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked) == 3
+    ours.eval(), ref.eval()
+    x = torch.randn(2, 40, 5)
+    yr = ref(x.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(ours(x, relu=relu), torch.relu(yr) if relu else yr)
