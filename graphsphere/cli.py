@@ -29,9 +29,6 @@ COMMAND_MODULES = [
     "graphsphere.commands.train",
     "graphsphere.commands.data",
     "graphsphere.commands.experiment",
-    "graphsphere.commands.stations",
-    "graphsphere.commands.shapes",
-    "graphsphere.commands.climate",
 ]
 
 

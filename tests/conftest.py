@@ -30,6 +30,34 @@ def rng():
     return np.random.default_rng(1234)
 
 
+# ---- the Chebyshev convolution's tests (test_conv.py, test_cheb_kernel.py) -----------------------
+
+@pytest.fixture(scope="module")
+def graph():
+    import graphsphere as gs
+
+    return gs.SphereGraph(gs.sampling.HEALPix(nside=4), k=8)
+
+
+@pytest.fixture(scope="module")
+def small_graph():
+    import graphsphere as gs
+
+    return gs.SphereGraph(gs.sampling.HEALPix(nside=1), k=6)
+
+
+@pytest.fixture(params=["kernel", "torch"])
+def backend(request, monkeypatch):
+    """Run a test with the compiled CPU kernel and with the torch path (torch sparse CSR: the one CUDA takes)."""
+    from graphsphere.nn.functional import chebyshev as cheb
+
+    if request.param == "torch":
+        monkeypatch.setattr(cheb, "_cpu_kernel", lambda ref, op: None)
+    elif cheb._cpu_kernel_mod.load() is None:
+        pytest.skip("no C compiler: the compiled kernel is unavailable")
+    return request.param
+
+
 # ---- no silent skips (issue 18) ----------------------------------------------------------------
 # The README's test command runs after setup.sh, which installs every extra: a test skipped there
 # for a missing package or tool is a hole in the run, not a detail. Only skips that depend on the

@@ -23,24 +23,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_KERNEL = _cpu_kernel.load() is not None
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return gs.SphereGraph(gs.sampling.HEALPix(nside=1), k=6)
-
-
-@pytest.fixture(scope="module")
-def small():
-    return gs.SphereGraph(gs.sampling.HEALPix(nside=4), k=8)
-
-
-@pytest.fixture(params=["kernel", "torch"])
-def backend(request, monkeypatch):
-    """The compiled CPU kernel, and the torch path (torch sparse CSR: the one CUDA takes)."""
-    if request.param == "torch":
-        monkeypatch.setattr(cheb, "_cpu_kernel", lambda ref, op: None)
-    elif not HAVE_KERNEL:
-        pytest.skip("no C compiler: the compiled kernel is unavailable")
-    return request.param
 
 
 def cheb_terms(L, K):
@@ -68,14 +50,14 @@ PATHS = [((2, 5, True), (False, True)),    # recursion forward; backward: recurs
 @pytest.mark.parametrize("K", [1, 2, 3, 4, 5, 6])
 @pytest.mark.parametrize("shape,path", PATHS)
 @pytest.mark.parametrize("bias", [True, False])
-def test_gradcheck_every_path(tiny, backend, K, shape, path, bias):
+def test_gradcheck_every_path(small_graph, backend, K, shape, path, bias):
     cin, cout, x_grad = shape
     if K > 1:  # the test covers the path it names
         assert cheb._clenshaw_forward(cin, cout, K) == path[0]
         assert cheb._backward_on_x(cin, cout, K, x_grad, True) == path[1]
-    op = as_operator(tiny, dtype=torch.float64)
+    op = as_operator(small_graph, dtype=torch.float64)
     g = torch.Generator().manual_seed(10 * K + cin)
-    x = torch.randn(2, tiny.npix, cin, dtype=torch.float64, generator=g, requires_grad=x_grad)
+    x = torch.randn(2, small_graph.npix, cin, dtype=torch.float64, generator=g, requires_grad=x_grad)
     w = torch.randn(K, cin, cout, dtype=torch.float64, generator=g, requires_grad=True)
     b = torch.randn(cout, dtype=torch.float64, generator=g, requires_grad=True) if bias else None
     args = (x, w) if b is None else (x, w, b)
@@ -83,24 +65,24 @@ def test_gradcheck_every_path(tiny, backend, K, shape, path, bias):
 
 
 @pytest.mark.parametrize("shape", [(2, 5), (3, 2), (3, 3)])
-def test_double_backward(tiny, backend, shape):
+def test_double_backward(small_graph, backend, shape):
     cin, cout = shape
-    op = as_operator(tiny, dtype=torch.float64)
+    op = as_operator(small_graph, dtype=torch.float64)
     g = torch.Generator().manual_seed(cin * cout)
-    x = torch.randn(2, tiny.npix, cin, dtype=torch.float64, generator=g, requires_grad=True)
+    x = torch.randn(2, small_graph.npix, cin, dtype=torch.float64, generator=g, requires_grad=True)
     w = torch.randn(3, cin, cout, dtype=torch.float64, generator=g, requires_grad=True)
     b = torch.randn(cout, dtype=torch.float64, generator=g, requires_grad=True)
     fn = lambda x, w, b: torch.tanh(cheb_conv(x, op, w, b))
     assert torch.autograd.gradgradcheck(fn, (x, w, b))
 
 
-def test_gradient_penalty_matches_dense(small, backend):
+def test_gradient_penalty_matches_dense(graph, backend):
     """A gradient penalty ||d(sum y^2)/dx||^2, differentiated w.r.t. the weights,
     against the same computation with dense matrices in torch."""
-    op = as_operator(small, dtype=torch.float64)
-    L = torch.from_numpy(small.operator().toarray())
+    op = as_operator(graph, dtype=torch.float64)
+    L = torch.from_numpy(graph.operator().toarray())
     g = torch.Generator().manual_seed(5)
-    x0 = torch.randn(2, small.npix, 3, dtype=torch.float64, generator=g)
+    x0 = torch.randn(2, graph.npix, 3, dtype=torch.float64, generator=g)
     w0 = torch.randn(4, 3, 2, dtype=torch.float64, generator=g)
 
     def penalty(conv):
@@ -121,17 +103,17 @@ def test_gradient_penalty_matches_dense(small, backend):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("cin,cout", [(1, 6), (6, 1), (5, 17), (17, 5), (31, 33), (6, 16)])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_odd_channel_counts(small, backend, dtype, cin, cout, batch):
+def test_odd_channel_counts(graph, backend, dtype, cin, cout, batch):
     """Channel counts that are not whole vectors (masked or narrower vector tails)."""
     rng = np.random.default_rng(cin * cout + batch)
-    x, w = rng.standard_normal((batch, small.npix, cin)), rng.standard_normal((4, cin, cout))
-    b, gy = rng.standard_normal(cout), rng.standard_normal((batch, small.npix, cout))
-    op = as_operator(small, dtype=dtype)
+    x, w = rng.standard_normal((batch, graph.npix, cin)), rng.standard_normal((4, cin, cout))
+    b, gy = rng.standard_normal(cout), rng.standard_normal((batch, graph.npix, cout))
+    op = as_operator(graph, dtype=dtype)
     xt = torch.tensor(x, dtype=dtype, requires_grad=True)
     wt = torch.tensor(w, dtype=dtype, requires_grad=True)
     y = cheb_conv(xt, op, wt, torch.tensor(b, dtype=dtype))
     y.backward(torch.tensor(gy, dtype=dtype))
-    L = small.operator().toarray()
+    L = graph.operator().toarray()
     tol = {"rtol": 2e-5, "atol": 2e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
     ref = dense_cheb(L, x, w, b)
     scale = np.abs(ref).max()
@@ -143,13 +125,13 @@ def test_odd_channel_counts(small, backend, dtype, cin, cout, batch):
     np.testing.assert_allclose(wt.grad.double().numpy() / np.abs(gw_ref).max(), gw_ref / np.abs(gw_ref).max(), **tol)
 
 
-def test_strided_inputs(small, backend):
+def test_strided_inputs(graph, backend):
     """Batch-major, vertex-major and channel-strided inputs; an expanded gradient."""
-    op = as_operator(small, dtype=torch.float64)
-    L = small.operator().toarray()
+    op = as_operator(graph, dtype=torch.float64)
+    L = graph.operator().toarray()
     g = torch.Generator().manual_seed(2)
     w = torch.randn(3, 4, 5, dtype=torch.float64, generator=g)
-    base = torch.randn(small.npix, 3, 8, dtype=torch.float64, generator=g)
+    base = torch.randn(graph.npix, 3, 8, dtype=torch.float64, generator=g)
     for x in (base[:, :, :4].transpose(0, 1),            # vertex-major, rows of 8 with 4 used
               base[:, :, ::2].transpose(0, 1),           # channel stride 2: copied
               base[:, :, :4].transpose(0, 1).contiguous()):
@@ -157,7 +139,7 @@ def test_strided_inputs(small, backend):
         y = cheb_conv(xg, op, w)
         np.testing.assert_allclose(y.detach().numpy(), dense_cheb(L, x.numpy(), w.numpy()), rtol=1e-10, atol=1e-10)
         y.sum().backward()  # the gradient of a sum is expanded (zero strides)
-        ref = dense_cheb(L, np.ones((3, small.npix, 5)), w.numpy().transpose(0, 2, 1))
+        ref = dense_cheb(L, np.ones((3, graph.npix, 5)), w.numpy().transpose(0, 2, 1))
         np.testing.assert_allclose(xg.grad.numpy(), ref, rtol=1e-10, atol=1e-10)
 
 
@@ -188,13 +170,13 @@ def test_same_result_for_any_thread_count():
 
 
 @pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
-def test_concurrent_calls_from_threads(small):
+def test_concurrent_calls_from_threads(graph):
     """Two Python threads in the kernel at once (ctypes releases the GIL): the
     second runs on private buffers; both results are right."""
-    op = as_operator(small)
-    L = small.operator().toarray()
+    op = as_operator(graph)
+    L = graph.operator().toarray()
     gen = torch.Generator().manual_seed(1)
-    xs = [torch.randn(4, small.npix, 8, generator=gen) for _ in range(4)]
+    xs = [torch.randn(4, graph.npix, 8, generator=gen) for _ in range(4)]
     w = torch.randn(4, 8, 8, generator=gen)
     results = {}
 
@@ -300,13 +282,13 @@ def test_fork_after_threads_started():
 
 
 @pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
-def test_kept_temporaries_are_bounded_and_released(small):
+def test_kept_temporaries_are_bounded_and_released(graph):
     lib = _cpu_kernel.load()
-    op = as_operator(small)
-    x, w = torch.randn(4, small.npix, 32), torch.randn(5, 32, 32)
+    op = as_operator(graph)
+    x, w = torch.randn(4, graph.npix, 32), torch.randn(5, 32, 32)
     term = x.numel() * x.element_size()  # one Chebyshev term
     ref = cheb_conv(x, op, w)
-    assert lib.kept_bytes() >= 2 * term  # small layers: the two terms stay for the next call
+    assert lib.kept_bytes() >= 2 * term  # graph layers: the two terms stay for the next call
     try:
         _cpu_kernel.release(retain=term)  # frees all, then keeps at most one term's bytes
         assert lib.kept_bytes() == 0
@@ -362,7 +344,7 @@ def test_batch_norm_relu_gradcheck():
 
 
 def test_batch_norm_relu_statistics_are_accurate():
-    """Large mean, small spread: a one-pass sum of squares would lose the variance."""
+    """Large mean, graph spread: a one-pass sum of squares would lose the variance."""
     x = (1e4 + torch.randn(4000, 8, 3, dtype=torch.float64)).float()
     y = batch_norm_relu(x, None, None, None, None, training=True, relu=False)
     ref = torch.nn.functional.batch_norm(x.double().reshape(-1, 3), None, None, training=True)

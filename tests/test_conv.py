@@ -10,28 +10,9 @@ import graphsphere as gs
 from graphsphere.nn import conv as conv_mod
 from graphsphere.nn import GraphOperator
 from graphsphere.nn.conv import ChebConv
-from graphsphere.nn.functional import chebyshev as cheb
 from graphsphere.nn.functional.chebyshev import SparseOperator, as_operator, cheb_conv, laplacian_matmul
 
 
-@pytest.fixture(scope="module")
-def graph():
-    return gs.SphereGraph(gs.sampling.HEALPix(nside=4), k=8)
-
-
-@pytest.fixture(scope="module")
-def small_graph():
-    return gs.SphereGraph(gs.sampling.HEALPix(nside=1), k=6)
-
-
-@pytest.fixture(params=["kernel", "torch"])
-def backend(request, monkeypatch):
-    """Run a test with the compiled CPU kernel and with the pure-torch fallback."""
-    if request.param == "torch":
-        monkeypatch.setattr(cheb, "_cpu_kernel", lambda X, op: None)
-    elif cheb._cpu_kernel_mod.load() is None:
-        pytest.skip("no C compiler: the compiled kernel is unavailable")
-    return request.param
 
 
 def dense_cheb(L: np.ndarray, x: np.ndarray, w: np.ndarray, b=None) -> np.ndarray:

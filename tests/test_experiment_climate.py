@@ -285,7 +285,7 @@ def test_missing_and_damaged_files_surface_through_the_experiment(tmp_path, ferr
     import argparse
 
     from graphsphere.cli import user_errors
-    from graphsphere.commands import climate as command
+    from graphsphere.commands import experiment as command
     from graphsphere.data.climate import ClimateDataError
 
     def main(*words):

@@ -163,7 +163,7 @@ def test_command_reads_a_config_and_overrides(monkeypatch, tmp_path):
     import argparse
 
     import graphsphere.experiments.shapes as experiment
-    from graphsphere.commands import shapes as command
+    from graphsphere.commands import experiment as command
 
     seen = []
     monkeypatch.setattr(experiment, "run", lambda cfg: seen.append(cfg))

@@ -294,7 +294,7 @@ def test_scaled_down_run_graph_filter_beats_the_per_station_baseline(tmp_path):
 def test_command_line_parses_config_and_overrides(monkeypatch):
     import argparse
 
-    from graphsphere.commands import stations as command
+    from graphsphere.commands import experiment as command
 
     seen = {}
     monkeypatch.setattr("graphsphere.experiments.stations.run", lambda cfg: seen.setdefault("cfg", cfg))
