@@ -298,3 +298,25 @@ def test_errors(graph):
     with pytest.raises(TypeError, match="float64 but weight is torch.float32"):
         m(torch.randn(1, 192, 3, dtype=torch.float64))
     assert conv_mod.__all__ == ["ChebConv"]
+
+
+@pytest.mark.parametrize("laplacian", ["normalized", "combinatorial"])
+def test_operator_from_a_graph_equals_the_general_path_bitwise(laplacian):
+    # as_operator(graph) builds L~ from L's arrays block by block (no float64 copy, no symmetry check:
+    # what makes nside 2048 fit in 24 GB); it must equal the scipy route to the last bit.
+    import types
+
+    import scipy.sparse as sp
+
+    from graphsphere.nn.functional.chebyshev import _graph_operator
+
+    for s in (gs.sampling.HEALPix(8), gs.sampling.HEALPix(8, indices=np.arange(100, 300))):
+        g = gs.SphereGraph(s, k=8, laplacian=laplacian)
+        for a, dtype in ((1.0, torch.float32), (0.75, torch.float64)):
+            op, ref = as_operator(g, dtype=dtype, a=a), as_operator(g.operator(a), dtype=dtype)
+            for name in ("indptr", "indices", "values"):
+                assert torch.equal(getattr(op, name), getattr(ref, name)), name
+    # a row without a stored diagonal (an isolated vertex): left to the general path
+    L = sp.csr_matrix(np.array([[1.0, -1.0, 0], [-1.0, 1.0, 0], [0, 0, 0]]))
+    L.eliminate_zeros()
+    assert _graph_operator(types.SimpleNamespace(L=L, lambda_max=2.0), 1.0, torch.float32, None) is None
