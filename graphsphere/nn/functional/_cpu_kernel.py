@@ -314,6 +314,13 @@ static void ctx_close(ctx_t *cx) {
             if (kept <= retain_bytes) break;
             buf_free(&ar_temp[big]);
         }
+        /* the kept ones to the first slots, which the next call takes first (a buffer kept in
+           the second slot while the first is fresh memory would cost a whole extra signal) */
+        for (int i = 0, j = 0; i < NTEMP; i++)
+            if (ar_temp[i].cap) {
+                if (i != j) { ar_temp[j] = ar_temp[i]; memset(&ar_temp[i], 0, sizeof ar_temp[i]); }
+                j++;
+            }
         pthread_mutex_unlock(&pool.owner);
     } else {
         buf_free(&cx->own_scratch);
