@@ -314,7 +314,7 @@ def figure(found: dict, paper: bool = True):
     markers = dict(zip(METHODS, "osD^v"))
     style.use_agg()
     with plt.rc_context(style.STYLE):
-        fig, ax = plt.subplots(figsize=(style.PAGE_WIDTH * 0.72, 3.2))
+        fig, ax = plt.subplots(figsize=(style.PAGE_WIDTH * 0.62, 4.4))
         for i, (method, noise) in enumerate(keys):
             # nudge the lines apart along the (log) axis so that equal accuracies and bars stay visible
             nudge = 2 ** (0.035 * (i - (len(keys) - 1) / 2))
@@ -356,7 +356,7 @@ def figure(found: dict, paper: bool = True):
         bars = "error bars: std over seeds" if len(seeds) > 1 else "one seed: no error bars"
         ax.set_title(f"order {order} (1/{12 * order * order} of the sky), {cfg['data']['n_maps_per_class']} maps per "
                      f"class, {len(seeds)} seed(s); {bars}", fontsize=7.5)
-        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False, fontsize=7)
         fig.tight_layout()
     return fig
 
