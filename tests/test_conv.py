@@ -308,7 +308,7 @@ def test_operator_from_a_graph_equals_the_general_path_bitwise(laplacian):
 
     import scipy.sparse as sp
 
-    from graphsphere.nn.functional.chebyshev import _graph_operator
+    from graphsphere.nn.functional.sparse import _graph_operator
 
     for s in (gs.sampling.HEALPix(8), gs.sampling.HEALPix(8, indices=np.arange(100, 300))):
         g = gs.SphereGraph(s, k=8, laplacian=laplacian)
