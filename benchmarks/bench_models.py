@@ -98,6 +98,9 @@ def build(kind: str, nside: int):
         peer = SHTCNN(grid_like_healpix(nside), 6, 55, channels=ch, anchors=4)
         return {"graphsphere": ours, "SHT CNN": peer}, (s.npix, 6, 55)
     if kind == "cosmology":
+        if nside < 64:
+            raise ValueError("not run below nside 64: one base pixel of nside 32 has too few pixels for the "
+                             "FCN's 4 poolings")
         s = gs.sampling.HEALPix(nside=nside, indices=np.arange(nside**2))  # NESTED base pixel 0
         ch = (16, 32, 64, 64, 64)
         ours = gs.models.SphericalCNN(s, 1, 2, channels=ch, K=5, head="conv")
