@@ -69,7 +69,8 @@ def _predict(args) -> int:
 
     module = SphereTask.from_checkpoint(args.checkpoint, trust_code=args.trust_code)
     pred = predict(module, args.input, batch_size=args.batch_size, device=args.device,
-                   check_order=not args.no_check_order, var=args.var, fits_fields=args.fits_fields)
+                   check_order=not args.no_check_order, var=args.var, fits_fields=args.fits_fields,
+                   patch_nside=args.patch_nside, border=args.border)
     path = write_predictions(pred, args.out, module.sampling, module.task)
     print(f"wrote predictions {list(pred.shape)} to {path}")
     return 0
@@ -113,5 +114,11 @@ def register(sub) -> None:
     p.add_argument("--fits-fields", default="auto", choices=["auto", "channels", "samples"],
                    help="what the fields of a FITS file are (auto: channels if they fit the model, else samples)")
     p.add_argument("--no-check-order", action="store_true", help="skip the NESTED/RING check of full-sky maps")
+    p.add_argument("--patch-nside", type=int, default=None, metavar="N",
+                   help="skies too large for one pass: predict per HEALPix pixel at nside N (a core) with a border "
+                        "of context, reassembled into one map (per-pixel models; see docs/patches.md)")
+    p.add_argument("--border", type=int, default=None, metavar="RINGS",
+                   help="with --patch-nside: rings of the model's coarsest-level pixels around each core "
+                        "(default: its receptive field, the one-pass result to float precision)")
     p.add_argument("--trust-code", action="store_true", help=_TRUST)
     p.set_defaults(func=_predict)

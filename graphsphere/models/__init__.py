@@ -5,7 +5,8 @@ Both build the pyramid of samplings once, at construction, with one graph
 operator per level shared by that level's layers (:class:`SphereModel`).
 ``model.save(path)`` writes the class, the sampling's state, the arguments
 and the weights; :func:`load` rebuilds the model (large graphs come from the
-graph cache on disk).
+graph cache on disk). Skies too large for one pass: :func:`predict_in_patches` runs a per-pixel
+model patch by patch with a border of context (:mod:`graphsphere.models.patches`).
 
 Example
 -------
@@ -21,11 +22,13 @@ torch.Size([4, 768, 3])
 
 from .base import MODEL_FORMAT, ModelFileError, SphereModel, read_model_file
 from .cnn import SphericalCNN
+from .patches import PatchPredictor, predict_in_patches, receptive_border, sky_patches
 from .registry import model_class, model_names, register_model
 from .unet import SphericalUNet
 
 __all__ = ["SphericalCNN", "SphericalUNet", "SphereModel", "ModelFileError", "MODEL_FORMAT", "load", "from_state",
-           "register_model", "model_class", "model_names"]
+           "register_model", "model_class", "model_names", "predict_in_patches", "PatchPredictor", "sky_patches",
+           "receptive_border"]
 
 
 def from_state(state: dict, map_location=None) -> SphereModel:

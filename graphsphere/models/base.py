@@ -96,15 +96,20 @@ class SphereModel(nn.Module):
         for i, (s, assign) in enumerate(self.sampling.pyramid(levels, why=why)):
             op = None
             if i in graph_levels:
-                with warnings.catch_warnings():
-                    # Coarse levels of small partial skies may split; they still pool correctly.
-                    warnings.simplefilter("ignore", UserWarning)
-                    # Coarse levels can have fewer than k + 1 vertices: connect them completely.
-                    g = cached_graph(s, k=min(int(k), s.npix - 1), kernel_width=kernel_width, laplacian=laplacian)
-                op = self.operators[str(i)] = GraphOperator(g)
+                op = self.operators[str(i)] = self.level_operator(i, s, k, kernel_width, laplacian)
             out.append((s, assign, op))
         self.npix_levels = [s.npix for s, _, _ in out]
         return out
+
+    def level_operator(self, level: int, sampling: Sampling, k: int, kernel_width, laplacian: str) -> GraphOperator:
+        """The graph operator of one pyramid level, from its graph (through the graph cache). A hook:
+        a model on a patch of a sky takes the full sky's operators instead (:mod:`.patches`)."""
+        with warnings.catch_warnings():
+            # Coarse levels of small partial skies may split; they still pool correctly.
+            warnings.simplefilter("ignore", UserWarning)
+            # Coarse levels can have fewer than k + 1 vertices: connect them completely.
+            g = cached_graph(sampling, k=min(int(k), sampling.npix - 1), kernel_width=kernel_width, laplacian=laplacian)
+        return GraphOperator(g)
 
     def check_input(self, x: torch.Tensor) -> None:
         """A clear error when x is not ``[batch, sampling.npix, in_channels]``."""

@@ -421,13 +421,18 @@ def resolve_device(device: str) -> str:
 
 
 def predict(checkpoint, inputs, *, batch_size: int = 32, device: str = "cpu", check_order: bool = True,
-            var: str | None = None, fits_fields: str = "auto", trust_code: bool = False) -> np.ndarray:
+            var: str | None = None, fits_fields: str = "auto", trust_code: bool = False,
+            patch_nside: int | None = None, border: int | None = None) -> np.ndarray:
     """Run a trained model on maps (an array, a file path or a list of files whose channels are
     concatenated, see :func:`graphsphere.data.io.read_maps`).
 
     Returns probabilities ``[n, classes]`` (classification), ``[n, npix,
     classes]`` (segmentation) or values ``[n, outputs]`` (regression, in the
     data's units).
+
+    ``patch_nside``: a per-pixel model on a HEALPix sky too large for one pass runs patch by patch
+    (cores under each pixel at that nside, with ``border`` rings of context; by default the
+    receptive field, which gives the one-pass result to float precision), see docs/patches.md.
     """
     from ..data.maps import check_maps
 
@@ -442,12 +447,22 @@ def predict(checkpoint, inputs, *, batch_size: int = 32, device: str = "cpu", ch
         what = "inputs"
     x = check_maps(x, s, what=what, check_order=check_order)
     module.eval().to(device)
+    model = module.model
+    if patch_nside is not None:  # the module's own input handling, then the model in patches
+        from ..models.patches import PatchPredictor
+
+        module.model = PatchPredictor(model, patch_nside, border)
+    elif border is not None:
+        raise ValueError("border is the context around patches: give patch_nside too")
     outs = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            xb = torch.tensor(np.asarray(x[i:i + batch_size], dtype=np.float32), device=device)
-            out = module.postprocess(module(xb))
-            if out.dim() == 3:  # per-pixel outputs: none where no input channel was observed
-                out[~torch.isfinite(xb).any(-1)] = float("nan")
-            outs.append(out.cpu().numpy())
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                xb = torch.tensor(np.asarray(x[i:i + batch_size], dtype=np.float32), device=device)
+                out = module.postprocess(module(xb))
+                if out.dim() == 3:  # per-pixel outputs: none where no input channel was observed
+                    out[~torch.isfinite(xb).any(-1)] = float("nan")
+                outs.append(out.cpu().numpy())
+    finally:
+        module.model = model
     return np.concatenate(outs)
