@@ -55,7 +55,7 @@ _FORMAT = 2
 
 def laplacian(W: sp.spmatrix, kind: str = "normalized") -> sp.csr_matrix:
     """The Laplacian of a symmetric weight matrix: ``"normalized"``
-    I - D^-1/2 W D^-1/2 (isolated vertices get zero rows) or ``"combinatorial"`` D - W.
+    I - D^-1/2 W D^-1/2 (an isolated vertex: 1 on the diagonal, nothing else) or ``"combinatorial"`` D - W.
 
     >>> import scipy.sparse as sp
     >>> laplacian(sp.csr_matrix([[0, 1.0], [1.0, 0]])).toarray()

@@ -351,3 +351,48 @@ def test_cached_graph_warns_and_still_builds_when_it_cannot_write(tmp_path, monk
     with pytest.warns(UserWarning, match="could not cache the graph in"):
         g = graph_mod.cached_graph(s, k=8)
     assert g == gs.SphereGraph(s, k=8)
+
+
+# ---- summary statistics ----------------------------------------------------------------------------
+
+def test_stats_against_a_dense_computation_and_great_circles():
+    # the demo prints these: every entry against its own independent computation
+    s = gs.sampling.HEALPix(nside=4, indices=np.arange(60, 190))   # a partial sky: ragged neighbour counts
+    g = gs.SphereGraph(s, k=6, kernel_width=0.02)
+    W = g.W.toarray()
+    i, j = np.nonzero(np.triu(W, 1))
+    arc = np.degrees(_great_circle(s.lonlat[i], s.lonlat[j]))
+    counts = (W > 0).sum(1)
+    n_components = sp.csgraph.connected_components(sp.csr_matrix(W), directed=False)[0]
+    expected = {"npix": 130, "edges": len(i), "neighbours_min": int(counts.min()),
+                "neighbours_mean": counts.mean(), "neighbours_max": int(counts.max()),
+                "edge_deg_mean": arc.mean(), "edge_deg_max": arc.max(), "t": 0.02,
+                "weight_min": W[W > 0].min(), "components": n_components}
+    stats = g.stats()
+    assert stats.keys() == expected.keys()
+    for key, value in expected.items():
+        assert stats[key] == pytest.approx(value, rel=1e-9), key
+    assert isinstance(stats["neighbours_min"], int) and isinstance(stats["edges"], int)
+    assert stats["neighbours_min"] < stats["neighbours_max"]       # the test sees ragged counts
+
+
+@pytest.mark.parametrize("neighbours", ["knn", "healpix"])
+def test_weights_are_stored_with_32_bit_indices(neighbours):
+    # half the index memory of the default int64: what lets nside 2048 (450 M stored entries) fit
+    s = gs.sampling.HEALPix(nside=4, indices=np.arange(40, 170))
+    W = gs.SphereGraph(s, k=8, neighbours=neighbours).W
+    assert W.indices.dtype == np.int32 and W.indptr.dtype == np.int32
+    assert W.has_sorted_indices
+
+
+def test_laplacians_of_a_graph_whose_last_vertex_is_isolated():
+    # nothing stored in the last row or column: the shape must come from W, not from its entries,
+    # and the isolated degree must not raise a division warning
+    W = sp.csr_matrix(np.array([[0, 2.0, 0], [2.0, 0, 0], [0, 0, 0]]))
+    W.eliminate_zeros()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        normalized = graph_mod.laplacian(W).toarray()
+        combinatorial = graph_mod.laplacian(W, "combinatorial").toarray()
+    np.testing.assert_allclose(normalized, [[1, -1, 0], [-1, 1, 0], [0, 0, 1]], atol=1e-15)
+    np.testing.assert_array_equal(combinatorial, [[2, -2, 0], [-2, 2, 0], [0, 0, 0]])
