@@ -82,8 +82,10 @@ MODULES: dict[str, Module] = {m.name: m for m in (
     # mutate into compile errors; tests/test_cheb_kernel.py checks them against gradcheck and dense references.
     Module("nn", ("graphsphere/nn/__init__.py", "graphsphere/nn/conv.py", "graphsphere/nn/norm.py",
                   "graphsphere/nn/operator.py", "graphsphere/nn/pool.py"),
-           ("tests/test_pool.py", "tests/test_conv.py", "graphsphere/nn/conv.py", "graphsphere/nn/norm.py",
-            "graphsphere/nn/operator.py", "graphsphere/nn/pool.py"),
+           ("tests/test_pool.py", "tests/test_conv.py",
+            "tests/test_cheb_kernel.py::test_vertex_batch_norm_is_batchnorm1d_then_relu",
+            "tests/test_train.py::test_sync_batchnorm_keeps_the_vertex_layout",
+            "graphsphere/nn/conv.py", "graphsphere/nn/norm.py", "graphsphere/nn/operator.py", "graphsphere/nn/pool.py"),
            note="graphsphere/nn/functional/ excluded (C kernels, checked by gradcheck and dense references)"),
     Module("models", ("graphsphere/models/*.py",),
            ("tests/test_models.py", "graphsphere/models")),
@@ -290,8 +292,8 @@ def module_results(module: Module) -> dict | None:
                 undetected.append(name)
     judged = counts["mutants"] - equivalent - cosmetic
     detected = counts["killed"] + counts["timeout"]
-    counts.update(equivalent=equivalent, cosmetic=cosmetic, score=detected / judged if judged else 1.0, undetected=sorted(undetected),
-                  equivalents_matched=sorted(matched))
+    counts.update(equivalent=equivalent, cosmetic=cosmetic, score=detected / judged if judged else 1.0,
+                  undetected=sorted(undetected), equivalents_matched=sorted(matched))
     return counts
 
 
@@ -369,7 +371,8 @@ def write_table() -> str:
         r = records[name]
         cosmetic = r.get("cosmetic", 0)
         unfinished = f" ({r['not checked']} not run yet)" if r.get("not checked") else ""
-        lines.append(f"| {name}{unfinished} | {r['layer']} | {r['mutants']} | {r['killed']} | {r['timeout']} | {r['survived']} | "
+        lines.append(f"| {name}{unfinished} | {r['layer']} | {r['mutants']} | {r['killed']} | {r['timeout']} | "
+                     f"{r['survived']} | "
                      f"{r['no tests']} | {r['equivalent']} | {cosmetic} | {100 * r['score']:.1f}% | "
                      f"{_minutes(r.get('seconds_from_scratch'))} | {_minutes(r.get('seconds_last_run'))} |")
         for key in (r["layer"], "all"):
