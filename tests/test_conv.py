@@ -320,3 +320,13 @@ def test_operator_from_a_graph_equals_the_general_path_bitwise(laplacian):
     L = sp.csr_matrix(np.array([[1.0, -1.0, 0], [-1.0, 1.0, 0], [0, 0, 0]]))
     L.eliminate_zeros()
     assert _graph_operator(types.SimpleNamespace(L=L, lambda_max=2.0), 1.0, torch.float32, None) is None
+
+
+def test_graph_operator_dtype_and_its_share_of_the_graphs_cache(graph):
+    default, double = GraphOperator(graph), GraphOperator(graph, dtype=torch.float64)
+    assert default.values.dtype == torch.get_default_dtype() and double.values.dtype == torch.float64
+    ref = as_operator(graph.operator(0.75), dtype=torch.float64)
+    assert torch.equal(GraphOperator(graph, a=0.75, dtype=torch.float64).values, ref.values)
+    # a second module on the same graph, a and dtype shares the tensors; another a does not
+    assert GraphOperator(graph).values is default.values
+    assert not torch.equal(GraphOperator(graph, a=0.75).values, default.values)

@@ -345,3 +345,37 @@ def test_clear_errors():
         GlobalPool("mean", sampling=s)(torch.randn(1, 100, 2))
     with pytest.raises(ValueError, match="exactly one"):
         Pool()
+
+
+def test_repeat_unpool_of_a_ragged_assignment_is_its_weighted_transpose():
+    # a fine vertex shared by every coarse cell makes the transpose too ragged to pad: the sparse path
+    n_coarse, n_fine = 10, 20
+    A = np.zeros((n_coarse, n_fine))
+    A[:, 0] = 1.0                                                   # vertex 0 in every cell
+    A[(np.arange(1, n_fine) - 1) // 2, np.arange(1, n_fine)] = 1.0  # the others in one cell each
+    A /= A.sum(0, keepdims=True)                                    # each fine vertex's weights sum to one
+    up = Unpool(assign=sp.csr_matrix(A))
+    assert up.layout == "sparse"
+    x = torch.randn(3, n_coarse, 2, dtype=torch.float64)
+    expected = torch.einsum("cf,bck->bfk", torch.from_numpy(A), x)
+    torch.testing.assert_close(up(x), expected)
+
+
+def test_standardize_keeps_float_statistics_and_refuses_bad_ones():
+    from graphsphere.nn.norm import Standardize
+
+    z = Standardize(mean=[1, 2], std=[4, 1])                       # integers in: default-dtype buffers
+    assert z.mean.dtype == z.std.dtype == torch.get_default_dtype()
+    z = Standardize(mean=[0.1], std=[0.3])                          # std below one is fine
+    x = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    y = z(x)
+    assert y.dtype == torch.float64
+    # the statistics are float32 buffers; the arithmetic follows the input's dtype
+    expected = (x - torch.tensor(0.1, dtype=torch.float32).double()) / torch.tensor(0.3, dtype=torch.float32).double()
+    assert torch.equal(y, expected)
+    torch.testing.assert_close(z.inverse(y), x)
+    for mean, std in (([float("nan")], [1.0]), ([0.0], [float("inf")]), ([0.0], [0.0]), ([0.0], [-1.0])):
+        with pytest.raises(ValueError, match="std must be positive and both finite"):
+            Standardize(mean=mean, std=std)
+    with pytest.raises(ValueError, match="one value per channel each, got 2 and 3"):
+        Standardize(mean=[0.0, 0.0], std=[1.0, 1.0, 1.0])

@@ -31,8 +31,9 @@ class GraphOperator(nn.Module):
     or an already rescaled operator (a SciPy sparse matrix or a
     :class:`~graphsphere.nn.functional.SparseOperator`), as buffers.
 
-    The float64 CSR arrays come from the graph's own cache
-    (``graph.operator(a)``), so modules built on one graph share its work.
+    The tensors are kept in the graph's own cache, one set per (a, dtype), so modules built on one
+    graph share them; they are made from the Laplacian's arrays in ``dtype`` (no float64 copy of the
+    operator: :func:`~graphsphere.nn.functional.as_operator`).
     """
 
     def __init__(self, graph: SphereGraph | sp.spmatrix | SparseOperator, a: float = 1.0,
@@ -43,7 +44,7 @@ class GraphOperator(nn.Module):
             # Checked once per graph, a, dtype: every layer and model on this graph shares the tensors
             # (buffers are replaced, never written in place, by .to() and load_state_dict).
             g = graph
-            op = g.derived(("torch operator", float(a), dtype), lambda: as_operator(g.operator(a), dtype=dtype))
+            op = g.derived(("torch operator", float(a), dtype), lambda: as_operator(g, dtype=dtype, a=a))
         else:
             op = as_operator(graph, dtype=dtype)
         self.register_buffer("indptr", op.indptr, persistent=False)
