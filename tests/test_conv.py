@@ -172,14 +172,22 @@ def test_peak_memory_does_not_grow_with_K():
         w = torch.randn(K, 96, 96, requires_grad=True)
         return lambda: cheb_conv(x, op, w).sum().backward()
 
+    def peak(K):
+        x.grad = None
+        return _peak_rss_increase(run(K))
+
     run(2)()  # warm up (kernel build, first-touch of the allocator)
-    x.grad = None
     # From K = 4 on, the recursion holds two terms at a time (the last one is never stored).
-    p4, p12 = _peak_rss_increase(run(4)), _peak_rss_increase(run(12))
-    assert p4 > unit  # the measurement sees the layer's buffers (about two activations: allocator reuse varies)
+    # Allocator reuse moves a peak by one activation between runs and machines (2 or 3 units
+    # at K = 4 seen), so each K is measured three times, interleaved.
+    p4, p12 = [], []
+    for _ in range(3):
+        p4.append(peak(4))
+        p12.append(peak(12))
+    assert min(p4) > unit  # the measurement sees the layer's buffers
     # Stacking the K terms (as deepsphere 0.2.1 does) would add 8 activations at K=12.
-    assert p12 < p4 + unit / 2, (p4 / unit, p12 / unit)
-    assert p12 < 6 * unit, p12 / unit
+    assert min(p12) < max(p4) + unit, ([p / unit for p in p4], [p / unit for p in p12])
+    assert max(p12) < 6 * unit, [p / unit for p in p12]
 
 
 def test_module_state_dict_holds_weights_only(graph, tmp_path):
