@@ -424,3 +424,54 @@ def test_vertex_batch_norm_is_batchnorm1d_then_relu(momentum, relu):
     x = torch.randn(2, 40, 5)
     yr = ref(x.transpose(1, 2)).transpose(1, 2)
     torch.testing.assert_close(ours(x, relu=relu), torch.relu(yr) if relu else yr)
+
+
+# -- block max pooling -------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["batch-major", "vertex-major", "strided"])
+@pytest.mark.parametrize("m, C", [(4, 16), (4, 19), (4, 1), (3, 40), (7, 5), (1, 17)])
+def test_block_max_matches_torch_max(dtype, layout, m, C):
+    """The compiled block max against torch.max over the [B, V/m, m, C] view: the same maxima, the
+    same argmax (the first of tied values: small integers make ties common), the same gradient;
+    vector lanes (16 or 8 channels) and the scalar remainder both reached by the channel counts."""
+    from graphsphere.nn.functional.pooling import block_pool
+
+    gen = torch.Generator().manual_seed(m * 100 + C)
+    B, V = 3, 12 * m
+    base = torch.randint(-3, 4, (V, B, 2 * C), generator=gen).to(dtype)
+    x = {"batch-major": base[..., :C].transpose(0, 1).contiguous(),
+         "vertex-major": base[..., :C].contiguous().transpose(0, 1),  # a convolution's output
+         "strided": base[..., ::2].transpose(0, 1)}[layout].requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    ref = xr.reshape(B, V // m, m, C).max(2)
+    y, index = block_pool(x, m, "max", return_indices=True)
+    assert torch.equal(y, ref.values)
+    assert torch.equal(index, ref.indices + torch.arange(0, V, m).view(1, -1, 1))
+    g = torch.randn(y.shape, dtype=dtype, generator=gen)
+    y.backward(g)
+    ref.values.backward(g)
+    assert torch.equal(x.grad, xr.grad)
+    if layout == "vertex-major":  # the next convolution reads a vertex-major output in place
+        assert y.stride(0) < y.stride(1)
+    with torch.no_grad():  # the no-autograd path
+        assert torch.equal(block_pool(x, m, "max"), ref.values)
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
+def test_block_max_nan_and_double_backward():
+    """NaN counts as the largest value (the first NaN of a block wins), as in torch.max; the backward
+    is itself differentiable (gradient penalties)."""
+    from graphsphere.nn.functional.pooling import block_pool
+
+    nan = float("nan")
+    x = torch.tensor([[[1.0, nan], [nan, 2.0], [3.0, nan], [nan, 0.0]]])
+    y, index = block_pool(x, 4, "max", return_indices=True)
+    assert torch.isnan(y).all() and index.tolist() == [[[1, 0]]]
+    x = torch.randn(2, 16, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: block_pool(t, 4, "max"), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: block_pool(t, 4, "max"), (x,))
+    with torch.no_grad():
+        assert block_pool(torch.randn(0, 8, 2), 4, "max").shape == (0, 2, 2)
+        assert block_pool(torch.randn(2, 8, 0), 4, "max").shape == (2, 2, 0)

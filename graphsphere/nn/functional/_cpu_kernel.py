@@ -1,4 +1,4 @@
-"""The compiled CPU kernels behind the Chebyshev convolution and the fused batch norm.
+"""The compiled CPU kernels behind the Chebyshev convolution, the fused batch norm and max pooling.
 
 Why: a Chebyshev convolution is memory-bound. Done with separate torch calls,
 each term reads and writes whole activations several times (sparse product,
@@ -32,7 +32,7 @@ does not verify (truncated, damaged) is rebuilt rather than loaded. If no
 compiler is found or the build fails, :func:`load` returns None and callers
 use pure torch. Set ``GRAPHSPHERE_NO_KERNEL=1`` to force that.
 
-The module is long because it holds the C source (about 1,050 lines, as Python strings, so that
+The module is long because it holds the C source (about 1,110 lines, as Python strings, so that
 no separate data file has to be installed) beside the few functions that build and load it.
 """
 
@@ -1112,6 +1112,112 @@ int bn_backward_@S@(const @T@ *x, const @T@ *g, @T@ *dx, int64_t N, int64_t C, c
 }
 """
 
+_POOL = r"""/* -- max pooling over consecutive blocks of m vertices (NESTED HEALPix and other nested
+   pyramids): x [B, Vc * m, C] -> y [B, Vc, C] and, per output, the position 0..m-1 of its maximum
+   (the first one; NaN counts as the largest, as in torch.max). Batch and vertex strides are free
+   (a convolution's vertex-major output is read in place), channels contiguous. */
+typedef struct {
+    const @T@ *x, *g; @T@ *y, *gx; uint8_t *idx;
+    int64_t B, Vc, m, C, sxb, sxv, syb, syv, rows;  /* rows: coarse vertices per chunk */
+} bmax_job_@S@;
+
+/* One output row, channels in vectors (GCC vector extensions: comparisons give lane masks),
+   the remainder in scalars; m is a constant where inlined for m == 4 (the loop over the
+   block then unrolls). */
+typedef @T@ vbm_@S@ __attribute__((vector_size(VBYTES)));
+typedef @IT@ vbmi_@S@ __attribute__((vector_size(VBYTES)));
+#define BML_@S@ ((int64_t)(VBYTES / sizeof(@T@)))
+
+static inline __attribute__((always_inline)) void bmax_row_@S@(const @T@ *restrict x0, int64_t sxv,
+        @T@ *restrict y, uint8_t *restrict ix, int64_t C, const int64_t m) {
+    int64_t q = 0;
+    for (; q + BML_@S@ <= C; q += BML_@S@) {
+        vbm_@S@ w, u;
+        vbmi_@S@ p = {0};
+        memcpy(&w, x0 + q, sizeof w);
+        for (int64_t j = 1; j < m; j++) {
+            memcpy(&u, x0 + j * sxv + q, sizeof u);
+            const vbmi_@S@ take = (u > w) | ((u != u) & (w == w));
+            w = (vbm_@S@)(((vbmi_@S@)u & take) | ((vbmi_@S@)w & ~take));
+            p = (p & ~take) | ((vbmi_@S@){0} + (@IT@)j & take);
+        }
+        memcpy(y + q, &w, sizeof w);
+        for (int64_t k = 0; k < BML_@S@; k++) ix[q + k] = (uint8_t)p[k];
+    }
+    for (; q < C; q++) {
+        @T@ w = x0[q];
+        int p = 0;
+        for (int64_t j = 1; j < m; j++) {
+            const @T@ u = x0[j * sxv + q];
+            const int take = (u > w) | ((u != u) & (w == w));
+            w = take ? u : w;
+            p = take ? (int)j : p;
+        }
+        y[q] = w;
+        ix[q] = (uint8_t)p;
+    }
+}
+
+static inline __attribute__((always_inline)) void bmax_row_back_@S@(const @T@ *restrict g,
+        const uint8_t *restrict ix, @T@ *restrict gx, int64_t sxv, int64_t C, const int64_t m) {
+    int64_t q = 0;
+    for (; q + BML_@S@ <= C; q += BML_@S@) {
+        vbm_@S@ gv;
+        vbmi_@S@ p;
+        memcpy(&gv, g + q, sizeof gv);
+        for (int64_t k = 0; k < BML_@S@; k++) p[k] = ix[q + k];
+        for (int64_t j = 0; j < m; j++) {
+            const vbm_@S@ r = (vbm_@S@)((vbmi_@S@)gv & (p == (@IT@)j));
+            memcpy(gx + j * sxv + q, &r, sizeof r);
+        }
+    }
+    for (; q < C; q++)
+        for (int64_t j = 0; j < m; j++) gx[j * sxv + q] = ix[q] == j ? g[q] : (@T@)0;
+}
+
+static void bmax_fwd_chunk_@S@(void *arg, int64_t c, int tid) {
+    (void)tid;
+    const bmax_job_@S@ *a = (const bmax_job_@S@ *)arg;
+    const int64_t v0 = c * a->rows, v1 = imin(a->Vc, v0 + a->rows);
+    for (int64_t v = v0; v < v1; v++)
+        for (int64_t b = 0; b < a->B; b++) {
+            const @T@ *x0 = a->x + b * a->sxb + v * a->m * a->sxv;
+            const int64_t o = b * a->syb + v * a->syv;
+            if (a->m == 4) bmax_row_@S@(x0, a->sxv, a->y + o, a->idx + o, a->C, 4);
+            else bmax_row_@S@(x0, a->sxv, a->y + o, a->idx + o, a->C, a->m);
+        }
+}
+
+static void bmax_bwd_chunk_@S@(void *arg, int64_t c, int tid) {
+    (void)tid;
+    const bmax_job_@S@ *a = (const bmax_job_@S@ *)arg;
+    const int64_t v0 = c * a->rows, v1 = imin(a->Vc, v0 + a->rows);
+    for (int64_t v = v0; v < v1; v++)
+        for (int64_t b = 0; b < a->B; b++) {
+            const int64_t o = b * a->syb + v * a->syv;
+            @T@ *gx = a->gx + b * a->sxb + v * a->m * a->sxv;
+            if (a->m == 4) bmax_row_back_@S@(a->g + o, a->idx + o, gx, a->sxv, a->C, 4);
+            else bmax_row_back_@S@(a->g + o, a->idx + o, gx, a->sxv, a->C, a->m);
+        }
+}
+
+/* forward (g == NULL: y, idx from x) or backward (gx from g, idx) of the block max */
+int bmax_@S@(const @T@ *x, const @T@ *g, @T@ *y, @T@ *gx, uint8_t *idx, int64_t B, int64_t Vc, int64_t m,
+             int64_t C, int64_t sxb, int64_t sxv, int64_t syb, int64_t syv, int nthreads) {
+    if (B <= 0 || Vc <= 0 || C <= 0) return 0;
+    if (m < 1 || m > 255) return -2;
+    ctx_t cx;
+    ctx_open(&cx, nthreads);
+    bmax_job_@S@ a = {x, g, y, gx, idx, B, Vc, m, C, sxb, sxv, syb, syv, 1};
+    const int64_t per_vertex = B * m * C;
+    a.rows = imax(1, imax(CHUNK_WORK / per_vertex, (Vc + MAXCHUNKS - 1) / MAXCHUNKS));
+    const int64_t n = (Vc + a.rows - 1) / a.rows;
+    run_chunks(g ? bmax_bwd_chunk_@S@ : bmax_fwd_chunk_@S@, &a, n, cx.nthreads, Vc * per_vertex >= PAR_MIN_WORK);
+    ctx_close(&cx);
+    return 0;
+}
+"""
+
 _VARIANTS = [("float", "int32_t", "f32_i32"), ("double", "int32_t", "f64_i32"),
              ("float", "int64_t", "f32_i64"), ("double", "int64_t", "f64_i64")]
 # AVX-512 intrinsic names per type: suffix, mask type, vector type suffix.
@@ -1126,7 +1232,8 @@ def _instance(body: str, t: str, i: str, s: str) -> str:
 
 SOURCE = (_HEADER
           + "".join(_instance(_CONV, t, i, s) for t, i, s in _VARIANTS)
-          + "".join(_BN.replace("@T@", t).replace("@S@", s) for t, s in (("float", "f32"), ("double", "f64"))))
+          + "".join((_BN + _POOL).replace("@T@", t).replace("@IT@", it).replace("@S@", s)
+                    for t, it, s in (("float", "int32_t", "f32"), ("double", "int64_t", "f64"))))
 
 # gnu11 for the vector extensions; fp-contract for fused multiply-adds (no
 # reassociation: results stay as accurate as the plain loops).
@@ -1218,6 +1325,7 @@ def _bind(dll) -> SimpleNamespace:
         "bn_forward": [p, p, i64, i64, p, p, p, p, cint, dbl, dbl, cint, p, p, cint],
         "bn_backward": [p, p, p, i64, i64, p, p, p, p, cint, cint, p, p, cint],
     }
+    bmax_sig = [p, p, p, p, p, i64, i64, i64, i64, i64, i64, i64, i64, cint]
 
     def fn(name, argtypes):
         f = getattr(dll, name)
@@ -1231,10 +1339,11 @@ def _bind(dll) -> SimpleNamespace:
         conv[key] = SimpleNamespace(**{n: fn(f"{n}_{suffix}", a) for n, a in sig.items()})
     bn = {dt: SimpleNamespace(**{n: fn(f"{n}_{s}", a) for n, a in bn_sig.items()})
           for dt, s in (("float32", "f32"), ("float64", "f64"))}
+    bmax = {dt: fn(f"bmax_{s}", bmax_sig) for dt, s in (("float32", "f32"), ("float64", "f64"))}
     dll.gs_release.argtypes, dll.gs_release.restype = [i64], None
     dll.gs_pool_threads.argtypes, dll.gs_pool_threads.restype = [], cint
     dll.gs_kept_bytes.argtypes, dll.gs_kept_bytes.restype = [], i64
-    return SimpleNamespace(conv=conv, bn=bn, release=dll.gs_release, pool_threads=dll.gs_pool_threads,
+    return SimpleNamespace(conv=conv, bn=bn, bmax=bmax, release=dll.gs_release, pool_threads=dll.gs_pool_threads,
                            kept_bytes=dll.gs_kept_bytes, dll=dll)
 
 
@@ -1244,7 +1353,8 @@ def load():
 
     Returns a namespace: ``conv[(float dtype name, index dtype name)]`` holds
     ``cheb_step``, ``cheb_forward``, ``cheb_backward``; ``bn[float dtype name]``
-    the batch-norm passes; ``release(retain)`` frees the kept temporaries.
+    the batch-norm passes; ``bmax[float dtype name]`` the block max pooling;
+    ``release(retain)`` frees the kept temporaries.
     """
     with _lock:
         if "lib" in _state:

@@ -40,6 +40,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from . import _cpu_kernel
+
 __all__ = ["PoolingPlan", "pooling_plan", "padded_rows", "block_pool", "gather_pool", "sparse_pool",
            "block_unpool", "gather_unpool", "sparse_unpool", "max_unpool", "global_pool", "check_vertices"]
 
@@ -178,11 +180,78 @@ def block_pool(x: torch.Tensor, fan_in: int, mode: str = "avg", return_indices: 
     :func:`max_unpool`).
     """
     B, V, C = x.shape
-    out = _reduce(x.reshape(B, V // fan_in, fan_in, C), mode, None, return_indices)
+    kern = _block_max_kernel(x, fan_in) if mode == "max" else None
+    if kern is not None:
+        out, position = (_BlockMax.apply if _needs_grad(x) else _block_max)(x, fan_in, kern)
+    else:
+        out = _reduce(x.reshape(B, V // fan_in, fan_in, C), mode, None, return_indices)
+        if not return_indices:
+            return out
+        out, position = out
     if not return_indices:
         return out
     base = torch.arange(0, V, fan_in, device=x.device).view(1, -1, 1)
-    return out.values, out.indices + base
+    return out, position.long() + base
+
+
+def _block_max_kernel(x: torch.Tensor, fan_in: int):
+    """The compiled block max for x, or None (CUDA, other dtypes, no compiler): torch's max then."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or not 1 <= fan_in <= 255:
+        return None
+    lib = _cpu_kernel.load()
+    return None if lib is None else lib.bmax[str(x.dtype)[6:]]
+
+
+def _block_max(x: torch.Tensor, m: int, kern):
+    """(maxima, positions) of the blocks of m vertices, by the compiled kernel (no autograd)."""
+    if x.stride(2) != 1 and x.shape[2] > 1:  # the kernel reads any batch and vertex strides
+        x = x.contiguous()
+    B, V, C = x.shape
+    Vc = V // m
+    y = _dense_like(x, Vc)
+    position = torch.empty_strided(y.shape, y.stride(), dtype=torch.uint8)
+    kern(x.data_ptr(), None, y.data_ptr(), None, position.data_ptr(), B, Vc, m, C, x.stride(0), x.stride(1),
+         y.stride(0), y.stride(1), torch.get_num_threads())
+    return y, position
+
+
+def _dense_like(x: torch.Tensor, vertices: int) -> torch.Tensor:
+    """An empty dense [B, vertices, C] tensor in x's order of batch and vertices."""
+    B, _, C = x.shape
+    if x.stride(1) > x.stride(0):  # vertex-major
+        return torch.empty(vertices, B, C, dtype=x.dtype).transpose(0, 1)
+    return torch.empty(B, vertices, C, dtype=x.dtype)
+
+
+class _BlockMax(torch.autograd.Function):
+    """Block max pooling in one compiled pass each way (torch's ``max(dim=2)`` over the
+    [B, V/m, m, C] view ran at ~14x the time of a copy, a fifth of a training step). Returns
+    the maxima and, per output, the position (0..m-1, uint8) of its maximum: the first one,
+    NaN counting as the largest, as torch.max. The output keeps the input's memory order
+    (vertex-major stays vertex-major: the next convolution reads it in place)."""
+
+    @staticmethod
+    def forward(ctx, x, m, kern):
+        y, position = _block_max(x, m, kern)
+        ctx.mark_non_differentiable(position)
+        ctx.save_for_backward(position)
+        ctx.conf = (x.shape, x.stride(1) > x.stride(0), x.dtype, m, kern)
+        return y, position
+
+    @staticmethod
+    def backward(ctx, gy, _):
+        position, = ctx.saved_tensors
+        shape, vertex_major, dtype, m, kern = ctx.conf
+        B, V, C = shape
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable scatter (linear in gy)
+            gx = gy.new_zeros(B, V // m, m, C).scatter(2, position.long().unsqueeze(2), gy.unsqueeze(2))
+            return gx.view(B, V, C), None, None
+        if gy.stride() != position.stride():
+            gy = torch.empty_strided(position.shape, position.stride(), dtype=dtype).copy_(gy)
+        gx = torch.empty(V, B, C, dtype=dtype).transpose(0, 1) if vertex_major else torch.empty(shape, dtype=dtype)
+        kern(None, gy.data_ptr(), None, gx.data_ptr(), position.data_ptr(), B, V // m, m, C, gx.stride(0),
+             gx.stride(1), position.stride(0), position.stride(1), torch.get_num_threads())
+        return gx, None, None
 
 
 def gather_pool(x: torch.Tensor, index: torch.Tensor, mode: str = "avg", weights: torch.Tensor | None = None,
