@@ -17,6 +17,7 @@ torch.Size([2, 192, 16])
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -59,7 +60,8 @@ class ChebConv(nn.Module):
                  bias: bool = True, a: float = 1.0, check_finite: bool = True):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("K", K)):
-            if isinstance(v, bool) or int(v) != v or v < 1:
+            # bool and NaN/None slip through int(v) == v or fail inside int() without the name
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or int(v) != v or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if (graph is None) == (operator is None):
             raise ValueError("pass graph= (a SphereGraph) or operator= (a prebuilt L~), exactly one")

@@ -213,7 +213,7 @@ class GlobalPool(_Indexed):
         area = np.zeros(0)
         if sampling is not None and mode != "max":
             a = np.asarray(sampling.area, dtype=np.float64)
-            if not np.allclose(a, a.mean(), rtol=1e-9):
+            if not np.allclose(a, a.mean(), rtol=1e-9, atol=0):  # atol=0: tiny pixels (nside >= 2048) too
                 area = a / a.sum()
         self._set("area", torch.as_tensor(area, dtype=torch.float64))
 
