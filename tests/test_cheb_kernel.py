@@ -460,9 +460,39 @@ def test_block_max_matches_torch_max(dtype, layout, m, C):
 
 
 @pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["batch-major", "vertex-major", "strided"])
+@pytest.mark.parametrize("m, C", [(4, 16), (4, 19), (3, 40), (7, 5), (1, 17)])
+def test_block_mean_matches_torch_mean(dtype, layout, m, C):
+    """The compiled block mean against torch's mean over the [B, V/m, m, C] view, forward and
+    backward (to rounding: the summation order differs), also for an expanded output gradient."""
+    from graphsphere.nn.functional.pooling import block_pool
+
+    gen = torch.Generator().manual_seed(m * 100 + C)
+    B, V = 3, 12 * m
+    base = torch.randn(V, B, 2 * C, generator=gen, dtype=dtype)
+    x = {"batch-major": base[..., :C].transpose(0, 1).contiguous(),
+         "vertex-major": base[..., :C].contiguous().transpose(0, 1),
+         "strided": base[..., ::2].transpose(0, 1)}[layout].requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    tol = {"rtol": 1e-6, "atol": 1e-7} if dtype == torch.float32 else {"rtol": 1e-14, "atol": 1e-15}
+    y, ref = block_pool(x, m, "avg"), xr.reshape(B, V // m, m, C).mean(2)
+    torch.testing.assert_close(y, ref, **tol)
+    g = torch.randn(y.shape, dtype=dtype, generator=gen)
+    y.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x.grad, xr.grad, **tol)
+    x.grad = None
+    block_pool(x, m, "avg").sum().backward()  # an expanded (stride 0) gradient
+    torch.testing.assert_close(x.grad, torch.full_like(x, 1 / m), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no indices"):
+        block_pool(x, m, "avg", return_indices=True)
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
 def test_block_max_nan_and_double_backward():
     """NaN counts as the largest value (the first NaN of a block wins), as in torch.max; the backward
-    is itself differentiable (gradient penalties)."""
+    of max and mean is itself differentiable (gradient penalties)."""
     from graphsphere.nn.functional.pooling import block_pool
 
     nan = float("nan")
@@ -470,8 +500,9 @@ def test_block_max_nan_and_double_backward():
     y, index = block_pool(x, 4, "max", return_indices=True)
     assert torch.isnan(y).all() and index.tolist() == [[[1, 0]]]
     x = torch.randn(2, 16, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: block_pool(t, 4, "max"), (x,))
-    assert torch.autograd.gradgradcheck(lambda t: block_pool(t, 4, "max"), (x,))
+    for mode in ("max", "avg"):
+        assert torch.autograd.gradcheck(lambda t: block_pool(t, 4, mode), (x,))
+        assert torch.autograd.gradgradcheck(lambda t: block_pool(t, 4, mode), (x,))
     with torch.no_grad():
         assert block_pool(torch.randn(0, 8, 2), 4, "max").shape == (0, 2, 2)
         assert block_pool(torch.randn(2, 8, 0), 4, "max").shape == (2, 2, 0)

@@ -1112,14 +1112,15 @@ int bn_backward_@S@(const @T@ *x, const @T@ *g, @T@ *dx, int64_t N, int64_t C, c
 }
 """
 
-_POOL = r"""/* -- max pooling over consecutive blocks of m vertices (NESTED HEALPix and other nested
-   pyramids): x [B, Vc * m, C] -> y [B, Vc, C] and, per output, the position 0..m-1 of its maximum
-   (the first one; NaN counts as the largest, as in torch.max). Batch and vertex strides are free
-   (a convolution's vertex-major output is read in place), channels contiguous. */
+_POOL = r"""/* -- pooling over consecutive blocks of m vertices (NESTED HEALPix and other nested pyramids):
+   x [B, Vc * m, C] -> y [B, Vc, C], the max (with, per output, the position 0..m-1 of its maximum:
+   the first one, NaN counting as the largest, as in torch.max) or the mean (idx == NULL). Batch
+   and vertex strides are free (a convolution's vertex-major output is read in place), channels
+   contiguous. */
 typedef struct {
     const @T@ *x, *g; @T@ *y, *gx; uint8_t *idx;
     int64_t B, Vc, m, C, sxb, sxv, syb, syv, rows;  /* rows: coarse vertices per chunk */
-} bmax_job_@S@;
+} bpool_job_@S@;
 
 /* One output row, channels in vectors (GCC vector extensions: comparisons give lane masks),
    the remainder in scalars; m is a constant where inlined for m == 4 (the loop over the
@@ -1175,9 +1176,24 @@ static inline __attribute__((always_inline)) void bmax_row_back_@S@(const @T@ *r
         for (int64_t j = 0; j < m; j++) gx[j * sxv + q] = ix[q] == j ? g[q] : (@T@)0;
 }
 
+static inline __attribute__((always_inline)) void bavg_row_@S@(const @T@ *restrict x0, int64_t sxv,
+        @T@ *restrict y, int64_t C, const int64_t m) {
+    for (int64_t q = 0; q < C; q++) {
+        @T@ s = x0[q];
+        for (int64_t j = 1; j < m; j++) s += x0[j * sxv + q];
+        y[q] = s / (@T@)m;
+    }
+}
+
+static inline __attribute__((always_inline)) void bavg_row_back_@S@(const @T@ *restrict g, @T@ *restrict gx,
+        int64_t sxv, int64_t C, const int64_t m) {
+    for (int64_t j = 0; j < m; j++)
+        for (int64_t q = 0; q < C; q++) gx[j * sxv + q] = g[q] / (@T@)m;
+}
+
 static void bmax_fwd_chunk_@S@(void *arg, int64_t c, int tid) {
     (void)tid;
-    const bmax_job_@S@ *a = (const bmax_job_@S@ *)arg;
+    const bpool_job_@S@ *a = (const bpool_job_@S@ *)arg;
     const int64_t v0 = c * a->rows, v1 = imin(a->Vc, v0 + a->rows);
     for (int64_t v = v0; v < v1; v++)
         for (int64_t b = 0; b < a->B; b++) {
@@ -1188,9 +1204,35 @@ static void bmax_fwd_chunk_@S@(void *arg, int64_t c, int tid) {
         }
 }
 
+static void bavg_fwd_chunk_@S@(void *arg, int64_t c, int tid) {
+    (void)tid;
+    const bpool_job_@S@ *a = (const bpool_job_@S@ *)arg;
+    const int64_t v0 = c * a->rows, v1 = imin(a->Vc, v0 + a->rows);
+    for (int64_t v = v0; v < v1; v++)
+        for (int64_t b = 0; b < a->B; b++) {
+            const @T@ *x0 = a->x + b * a->sxb + v * a->m * a->sxv;
+            const int64_t o = b * a->syb + v * a->syv;
+            if (a->m == 4) bavg_row_@S@(x0, a->sxv, a->y + o, a->C, 4);
+            else bavg_row_@S@(x0, a->sxv, a->y + o, a->C, a->m);
+        }
+}
+
+static void bavg_bwd_chunk_@S@(void *arg, int64_t c, int tid) {
+    (void)tid;
+    const bpool_job_@S@ *a = (const bpool_job_@S@ *)arg;
+    const int64_t v0 = c * a->rows, v1 = imin(a->Vc, v0 + a->rows);
+    for (int64_t v = v0; v < v1; v++)
+        for (int64_t b = 0; b < a->B; b++) {
+            const int64_t o = b * a->syb + v * a->syv;
+            @T@ *gx = a->gx + b * a->sxb + v * a->m * a->sxv;
+            if (a->m == 4) bavg_row_back_@S@(a->g + o, gx, a->sxv, a->C, 4);
+            else bavg_row_back_@S@(a->g + o, gx, a->sxv, a->C, a->m);
+        }
+}
+
 static void bmax_bwd_chunk_@S@(void *arg, int64_t c, int tid) {
     (void)tid;
-    const bmax_job_@S@ *a = (const bmax_job_@S@ *)arg;
+    const bpool_job_@S@ *a = (const bpool_job_@S@ *)arg;
     const int64_t v0 = c * a->rows, v1 = imin(a->Vc, v0 + a->rows);
     for (int64_t v = v0; v < v1; v++)
         for (int64_t b = 0; b < a->B; b++) {
@@ -1201,18 +1243,20 @@ static void bmax_bwd_chunk_@S@(void *arg, int64_t c, int tid) {
         }
 }
 
-/* forward (g == NULL: y, idx from x) or backward (gx from g, idx) of the block max */
-int bmax_@S@(const @T@ *x, const @T@ *g, @T@ *y, @T@ *gx, uint8_t *idx, int64_t B, int64_t Vc, int64_t m,
+/* forward (g == NULL: y, and idx for the max, from x) or backward (gx from g, and idx for the
+   max) of the block max (idx != NULL) or mean (idx == NULL) */
+int block_pool_@S@(const @T@ *x, const @T@ *g, @T@ *y, @T@ *gx, uint8_t *idx, int64_t B, int64_t Vc, int64_t m,
              int64_t C, int64_t sxb, int64_t sxv, int64_t syb, int64_t syv, int nthreads) {
     if (B <= 0 || Vc <= 0 || C <= 0) return 0;
     if (m < 1 || m > 255) return -2;
     ctx_t cx;
     ctx_open(&cx, nthreads);
-    bmax_job_@S@ a = {x, g, y, gx, idx, B, Vc, m, C, sxb, sxv, syb, syv, 1};
+    bpool_job_@S@ a = {x, g, y, gx, idx, B, Vc, m, C, sxb, sxv, syb, syv, 1};
     const int64_t per_vertex = B * m * C;
     a.rows = imax(1, imax(CHUNK_WORK / per_vertex, (Vc + MAXCHUNKS - 1) / MAXCHUNKS));
     const int64_t n = (Vc + a.rows - 1) / a.rows;
-    run_chunks(g ? bmax_bwd_chunk_@S@ : bmax_fwd_chunk_@S@, &a, n, cx.nthreads, Vc * per_vertex >= PAR_MIN_WORK);
+    chunk_fn fn = idx ? (g ? bmax_bwd_chunk_@S@ : bmax_fwd_chunk_@S@) : (g ? bavg_bwd_chunk_@S@ : bavg_fwd_chunk_@S@);
+    run_chunks(fn, &a, n, cx.nthreads, Vc * per_vertex >= PAR_MIN_WORK);
     ctx_close(&cx);
     return 0;
 }
@@ -1325,7 +1369,7 @@ def _bind(dll) -> SimpleNamespace:
         "bn_forward": [p, p, i64, i64, p, p, p, p, cint, dbl, dbl, cint, p, p, cint],
         "bn_backward": [p, p, p, i64, i64, p, p, p, p, cint, cint, p, p, cint],
     }
-    bmax_sig = [p, p, p, p, p, i64, i64, i64, i64, i64, i64, i64, i64, cint]
+    block_pool_sig = [p, p, p, p, p, i64, i64, i64, i64, i64, i64, i64, i64, cint]
 
     def fn(name, argtypes):
         f = getattr(dll, name)
@@ -1339,12 +1383,12 @@ def _bind(dll) -> SimpleNamespace:
         conv[key] = SimpleNamespace(**{n: fn(f"{n}_{suffix}", a) for n, a in sig.items()})
     bn = {dt: SimpleNamespace(**{n: fn(f"{n}_{s}", a) for n, a in bn_sig.items()})
           for dt, s in (("float32", "f32"), ("float64", "f64"))}
-    bmax = {dt: fn(f"bmax_{s}", bmax_sig) for dt, s in (("float32", "f32"), ("float64", "f64"))}
+    block_pool = {dt: fn(f"block_pool_{s}", block_pool_sig) for dt, s in (("float32", "f32"), ("float64", "f64"))}
     dll.gs_release.argtypes, dll.gs_release.restype = [i64], None
     dll.gs_pool_threads.argtypes, dll.gs_pool_threads.restype = [], cint
     dll.gs_kept_bytes.argtypes, dll.gs_kept_bytes.restype = [], i64
-    return SimpleNamespace(conv=conv, bn=bn, bmax=bmax, release=dll.gs_release, pool_threads=dll.gs_pool_threads,
-                           kept_bytes=dll.gs_kept_bytes, dll=dll)
+    return SimpleNamespace(conv=conv, bn=bn, block_pool=block_pool, release=dll.gs_release,
+                           pool_threads=dll.gs_pool_threads, kept_bytes=dll.gs_kept_bytes, dll=dll)
 
 
 def load():
@@ -1353,7 +1397,7 @@ def load():
 
     Returns a namespace: ``conv[(float dtype name, index dtype name)]`` holds
     ``cheb_step``, ``cheb_forward``, ``cheb_backward``; ``bn[float dtype name]``
-    the batch-norm passes; ``bmax[float dtype name]`` the block max pooling;
+    the batch-norm passes; ``block_pool[float dtype name]`` block max and mean pooling;
     ``release(retain)`` frees the kept temporaries.
     """
     with _lock:

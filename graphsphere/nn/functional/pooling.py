@@ -180,39 +180,47 @@ def block_pool(x: torch.Tensor, fan_in: int, mode: str = "avg", return_indices: 
     :func:`max_unpool`).
     """
     B, V, C = x.shape
-    kern = _block_max_kernel(x, fan_in) if mode == "max" else None
-    if kern is not None:
-        out, position = (_BlockMax.apply if _needs_grad(x) else _block_max)(x, fan_in, kern)
-    else:
+    kern = _block_kernel(x, fan_in) if mode in ("max", "avg") else None
+    if kern is None:
         out = _reduce(x.reshape(B, V // fan_in, fan_in, C), mode, None, return_indices)
         if not return_indices:
             return out
         out, position = out
+    elif mode == "avg":
+        if return_indices:
+            raise ValueError("average pooling has no indices; use mode='max'")
+        return _BlockPool.apply(x, fan_in, mode, kern) if _needs_grad(x) else _block_pool(x, fan_in, mode, kern)[0]
+    else:
+        out, position = (_BlockPool.apply if _needs_grad(x) else _block_pool)(x, fan_in, mode, kern)
     if not return_indices:
         return out
     base = torch.arange(0, V, fan_in, device=x.device).view(1, -1, 1)
     return out, position.long() + base
 
 
-def _block_max_kernel(x: torch.Tensor, fan_in: int):
-    """The compiled block max for x, or None (CUDA, other dtypes, no compiler): torch's max then."""
+def _block_kernel(x: torch.Tensor, fan_in: int):
+    """The compiled block pooling for x, or None (CUDA, other dtypes, no compiler): torch's reductions then."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or not 1 <= fan_in <= 255:
         return None
     lib = _cpu_kernel.load()
-    return None if lib is None else lib.bmax[str(x.dtype)[6:]]
+    return None if lib is None else lib.block_pool[str(x.dtype)[6:]]
 
 
-def _block_max(x: torch.Tensor, m: int, kern):
-    """(maxima, positions) of the blocks of m vertices, by the compiled kernel (no autograd)."""
+def _block_pool(x: torch.Tensor, m: int, mode: str, kern):
+    """(pooled, positions of the maxima or None) of the blocks of m vertices, by the compiled
+    kernel (no autograd)."""
     if x.stride(2) != 1 and x.shape[2] > 1:  # the kernel reads any batch and vertex strides
         x = x.contiguous()
     B, V, C = x.shape
-    Vc = V // m
-    y = _dense_like(x, Vc)
-    position = torch.empty_strided(y.shape, y.stride(), dtype=torch.uint8)
-    kern(x.data_ptr(), None, y.data_ptr(), None, position.data_ptr(), B, Vc, m, C, x.stride(0), x.stride(1),
+    y = _dense_like(x, V // m)
+    position = torch.empty_strided(y.shape, y.stride(), dtype=torch.uint8) if mode == "max" else None
+    kern(x.data_ptr(), None, y.data_ptr(), None, _ptr(position), B, V // m, m, C, x.stride(0), x.stride(1),
          y.stride(0), y.stride(1), torch.get_num_threads())
     return y, position
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
 
 
 def _dense_like(x: torch.Tensor, vertices: int) -> torch.Tensor:
@@ -223,35 +231,42 @@ def _dense_like(x: torch.Tensor, vertices: int) -> torch.Tensor:
     return torch.empty(B, vertices, C, dtype=x.dtype)
 
 
-class _BlockMax(torch.autograd.Function):
-    """Block max pooling in one compiled pass each way (torch's ``max(dim=2)`` over the
-    [B, V/m, m, C] view ran at ~14x the time of a copy, a fifth of a training step). Returns
-    the maxima and, per output, the position (0..m-1, uint8) of its maximum: the first one,
-    NaN counting as the largest, as torch.max. The output keeps the input's memory order
-    (vertex-major stays vertex-major: the next convolution reads it in place)."""
+class _BlockPool(torch.autograd.Function):
+    """Block max or mean pooling in one compiled pass each way (torch's ``max(dim=2)`` and
+    ``mean(dim=2)`` over the [B, V/m, m, C] view ran at 5-14x the time of a copy: a fifth of a
+    training step). Max also returns, per output, the position (0..m-1, uint8) of its maximum:
+    the first one, NaN counting as the largest, as torch.max. The output keeps the input's
+    memory order (vertex-major stays vertex-major: the next convolution reads it in place)."""
 
     @staticmethod
-    def forward(ctx, x, m, kern):
-        y, position = _block_max(x, m, kern)
+    def forward(ctx, x, m, mode, kern):
+        y, position = _block_pool(x, m, mode, kern)
+        ctx.conf = (x.shape, x.stride(1) > x.stride(0), x.dtype, m, kern)
+        if position is None:
+            return y
         ctx.mark_non_differentiable(position)
         ctx.save_for_backward(position)
-        ctx.conf = (x.shape, x.stride(1) > x.stride(0), x.dtype, m, kern)
         return y, position
 
     @staticmethod
-    def backward(ctx, gy, _):
-        position, = ctx.saved_tensors
+    def backward(ctx, gy, _=None):
         shape, vertex_major, dtype, m, kern = ctx.conf
         B, V, C = shape
-        if torch.is_grad_enabled():  # create_graph=True: a differentiable scatter (linear in gy)
-            gx = gy.new_zeros(B, V // m, m, C).scatter(2, position.long().unsqueeze(2), gy.unsqueeze(2))
-            return gx.view(B, V, C), None, None
-        if gy.stride() != position.stride():
+        position = ctx.saved_tensors[0] if ctx.saved_tensors else None
+        if torch.is_grad_enabled():  # create_graph=True: differentiable torch steps (linear in gy)
+            if position is None:
+                gx = (gy / m).unsqueeze(2).expand(B, V // m, m, C)
+            else:
+                gx = gy.new_zeros(B, V // m, m, C).scatter(2, position.long().unsqueeze(2), gy.unsqueeze(2))
+            return gx.reshape(B, V, C), None, None, None
+        if position is not None and gy.stride() != position.stride():  # the kernel reads both alike
             gy = torch.empty_strided(position.shape, position.stride(), dtype=dtype).copy_(gy)
+        elif gy.stride(2) != 1 and C > 1:
+            gy = gy.contiguous()
         gx = torch.empty(V, B, C, dtype=dtype).transpose(0, 1) if vertex_major else torch.empty(shape, dtype=dtype)
-        kern(None, gy.data_ptr(), None, gx.data_ptr(), position.data_ptr(), B, V // m, m, C, gx.stride(0),
-             gx.stride(1), position.stride(0), position.stride(1), torch.get_num_threads())
-        return gx, None, None
+        kern(None, gy.data_ptr(), None, gx.data_ptr(), _ptr(position), B, V // m, m, C, gx.stride(0),
+             gx.stride(1), gy.stride(0), gy.stride(1), torch.get_num_threads())
+        return gx, None, None, None
 
 
 def gather_pool(x: torch.Tensor, index: torch.Tensor, mode: str = "avg", weights: torch.Tensor | None = None,
