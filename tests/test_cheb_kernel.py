@@ -170,6 +170,31 @@ def test_same_result_for_any_thread_count():
 
 
 @pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
+def test_helpers_that_sleep_between_calls_give_the_same_results():
+    """Idle helpers spin a while (200 us: a model's next layer finds them awake), then sleep on a
+    condition variable; with no spin every call wakes them. The results are bitwise the same."""
+    import time
+    g = gs.SphereGraph(gs.sampling.HEALPix(nside=8), k=8)
+    op, lib = as_operator(g), _cpu_kernel.load()
+    x = torch.randn(8, g.npix, 16, generator=torch.Generator().manual_seed(1))
+    w = torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(2))
+    old = lib.spin_us(-1)  # a negative value only reads it
+    assert old == 200.0
+    out, n = [], torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for us in (0.0, old):
+            lib.spin_us(us)
+            time.sleep(0.002)  # asleep before the first call; with 200 us, awake for the next two
+            out.append([cheb_conv(x, op, w) for _ in range(3)])
+    finally:
+        lib.spin_us(old)
+        torch.set_num_threads(n)
+    for a, b in zip(*out):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
 def test_concurrent_calls_from_threads(graph):
     """Two Python threads in the kernel at once (ctypes releases the GIL): the
     second runs on private buffers; both results are right."""
@@ -424,6 +449,16 @@ def test_vertex_batch_norm_is_batchnorm1d_then_relu(momentum, relu):
     x = torch.randn(2, 40, 5)
     yr = ref(x.transpose(1, 2)).transpose(1, 2)
     torch.testing.assert_close(ours(x, relu=relu), torch.relu(yr) if relu else yr)
+    # Without autograd (inference, or calibrating the statistics) the kernel runs without the autograd
+    # function: the same values, and in training mode the same running statistics.
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, relu=relu), torch.relu(yr) if relu else yr)
+        ours.train(), ref.train()
+        x = torch.randn(40, 2, 5).transpose(0, 1) * 3
+        yr = ref(x.transpose(1, 2)).transpose(1, 2)
+        torch.testing.assert_close(ours(x, relu=relu), torch.relu(yr) if relu else yr, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
 
 
 # -- block max pooling -------------------------------------------------------------------------------

@@ -423,7 +423,9 @@ def _apply(x: torch.Tensor, op: SparseOperator, weight: torch.Tensor, bias, chec
     xv = x.transpose(0, 1)  # [V, B, Cin] view: the kernel reads x in place
     if xv.stride(-1) != 1 and xv.shape[-1] != 1:
         xv = _vp(xv)
-    return _ChebConvFunction.apply(xv, weight, bias, op, bool(check_finite))
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xv, weight, bias)):
+        return _ChebConvFunction.apply(xv, weight, bias, op, bool(check_finite))
+    return _forward(op, xv, weight, bias, bool(check_finite))  # inference: no autograd bookkeeping
 
 
 def _check_finite(x: torch.Tensor) -> None:

@@ -78,19 +78,24 @@ def _torch_bn_relu(x, weight, bias, running_mean, running_var, training, momentu
     return y.view(xp.shape).permute(inverse)
 
 
+def _forward(x, weight, bias, running_mean, running_var, training, momentum, eps, relu, kern):
+    """(y, mean, invstd): one call of the compiled forward."""
+    N, C = x.numel() // max(x.shape[-1], 1), x.shape[-1]
+    y = torch.empty_like(x)  # same memory layout as x (dense: checked by the caller)
+    stats = torch.empty(2, C, dtype=x.dtype)
+    w, b = _param(weight, x), _param(bias, x)
+    status = kern.bn_forward(x.data_ptr(), y.data_ptr(), N, C, _ptr(w), _ptr(b), _ptr(running_mean),
+                             _ptr(running_var), int(training), float(momentum), float(eps), int(relu),
+                             stats[0].data_ptr(), stats[1].data_ptr(), torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("batch norm: could not allocate its per-chunk sums")
+    return y, stats[0], stats[1]
+
+
 class _BatchNormReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps, relu, kern):
-        N, C = x.numel() // max(x.shape[-1], 1), x.shape[-1]
-        y = torch.empty_like(x)  # same memory layout as x (dense: checked by the caller)
-        mean = torch.empty(C, dtype=x.dtype)
-        invstd = torch.empty(C, dtype=x.dtype)
-        w, b = _param(weight, x), _param(bias, x)
-        status = kern.bn_forward(x.data_ptr(), y.data_ptr(), N, C, _ptr(w), _ptr(b), _ptr(running_mean),
-                                 _ptr(running_var), int(training), float(momentum), float(eps), int(relu),
-                                 mean.data_ptr(), invstd.data_ptr(), torch.get_num_threads())
-        if status != 0:
-            raise MemoryError("batch norm: could not allocate its per-chunk sums")
+        y, mean, invstd = _forward(x, weight, bias, running_mean, running_var, training, momentum, eps, relu, kern)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.conf = (training, relu, eps, kern)
         return y
@@ -196,5 +201,9 @@ def batch_norm_relu(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Te
         return _torch_bn_relu(x, weight, bias, running_mean, running_var, training, momentum, eps, relu)
     if _rows(x) is None:
         x = x.contiguous()
-    return _BatchNormReLU.apply(x, weight, bias, running_mean, running_var, bool(training), float(momentum),
-                                float(eps), bool(relu), kern)
+    args = (x, weight, bias, running_mean, running_var, bool(training), float(momentum), float(eps), bool(relu), kern)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _BatchNormReLU.apply(*args)
+    # Nothing to differentiate (inference): the kernel directly. The autograd function's bookkeeping
+    # cost 25-60 us a call, more than the pass itself on a model's coarse levels.
+    return _forward(*args)[0]
