@@ -26,6 +26,9 @@ mode (inference at batch 1, inference at a large batch, a training step: forward
 backward, Adam step), a warm-up, then repetitions in which the models alternate, so that load from
 other processes hits them alike. Reported: median time per sample (spread: min-max over
 repetitions) and the median over repetitions of the per-repetition ratio peer / graphsphere.
+Inference at batch 1 is a stream of single samples: each repetition times 5 consecutive calls of one
+model (one call right after the other model's would time the wake-up of idle threads and the refill of
+caches that the other model emptied, not the model).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ CAP_BYTES = 16 * 2**30
 LARGE_BATCH = {32: 32, 64: 32, 128: 32, 256: 4}   # the "large" batch per nside (memory of a shared machine)
 TRAIN_BATCH = {32: 32, 64: 32, 128: 16, 256: 1}
 REPS = {32: 7, 64: 5, 128: 3, 256: 2}
+STREAM_CALLS = 5  # inference at batch 1: consecutive calls per repetition (a stream of single samples)
 UNET_NSIDES = {32: 32, 64: 8}                       # nside: large batch of the U-Net comparison
 
 
@@ -154,8 +158,9 @@ def _closures(model, npix, cin, classes, batch, device, train):
     return step
 
 
-def _measure(models, spec, batch, train, reps, device):
-    """{name: [seconds per call]} with the models alternating in each repetition."""
+def _measure(models, spec, batch, train, reps, device, calls=1):
+    """{name: [seconds per call]} with the models alternating in each repetition; each repetition
+    times ``calls`` consecutive calls of one model (the per-call mean is recorded)."""
     npix, cin, classes = spec
     fns, out = {}, {}
     for name, m in models.items():
@@ -169,8 +174,9 @@ def _measure(models, spec, batch, train, reps, device):
     for _ in range(reps):
         for name, fn in fns.items():
             t = time.perf_counter()
-            fn()
-            out[name].append(time.perf_counter() - t)
+            for _ in range(calls):
+                fn()
+            out[name].append((time.perf_counter() - t) / calls)
     return out
 
 
@@ -212,8 +218,9 @@ def _child(args) -> dict:
                      "modes": {}}
         for mode, (batch, train) in modes.items():
             print(f"  nside {nside} {kind} {mode} ...", file=sys.stderr, flush=True)
-            res[kind]["modes"][mode] = {"batch": batch, "times": _measure(models, spec, batch, train,
-                                                                          REPS[nside], device)}
+            calls = STREAM_CALLS if batch == 1 else 1
+            res[kind]["modes"][mode] = {"batch": batch, "calls": calls,
+                                        "times": _measure(models, spec, batch, train, REPS[nside], device, calls)}
         if args.profile and kind == "shrec":
             res[kind]["profile"] = {f"train_{train_b}": _profile(models, spec, train_b, True, device),
                                     "infer_1": _profile(models, spec, 1, False, device)}
@@ -254,7 +261,8 @@ def report(all_res: dict, args) -> list[str]:
              (f"torch {torch.__version__}, {args.threads} threads, device {args.device}, "
              f"{platform.processor() or platform.machine()}; machine shared with other jobs (timings noisy: "
              "the models alternate within each repetition; the ratio column is the median of per-repetition "
-             "ratios). Times are per sample: the call's time divided by the batch. Spread: min-max over "
+             "ratios). Times are per sample: the call's time divided by the batch (at batch 1: the mean of "
+             f"{STREAM_CALLS} consecutive calls, a stream of single samples). Spread: min-max over "
              "repetitions. Ratio: the peer's time / graphsphere's (higher: graphsphere faster)."), ""]
     for kind in ("shrec", "cosmology", "unet"):
         rows = []
