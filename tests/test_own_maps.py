@@ -247,3 +247,108 @@ def test_class_weights_match_torch_and_balance_the_training_labels():
     np.testing.assert_array_equal(counts.numpy(), [6, 3, 1])
     balanced = counts.sum() / (3 * counts)                                           # sklearn's "balanced"
     torch.testing.assert_close(balanced.float(), torch.tensor([10 / 18, 10 / 9, 10 / 3]))
+
+
+def _maps_config(tmp_path, **data):
+    return load_train_config({"task": "regression", "sampling": {"type": "HEALPix", "nside": 4},
+                              "data": {"name": "maps", "inputs": [str(tmp_path / "x.npy")],
+                                       "targets": str(tmp_path / "y.npy"), "region_nside": 1, **data}})
+
+
+def _two_channel_maps(tmp_path, n=3):
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "x.npy", rng.standard_normal((n, S.npix, 2)))
+    y = rng.standard_normal((n, S.npix)) * 2 + 3
+    np.save(tmp_path / "y.npy", y)
+    return y
+
+
+def test_a_sampling_subset_of_pixels_masks_the_loss_and_metrics(tmp_path):
+    """data.pixels (NESTED ids): weight 0 elsewhere; targets changed there (NaN, 1e30, -7) leave the loss,
+    the gradients and the metrics as they were."""
+    from graphsphere.data.skymaps import pixel_subset
+    from graphsphere.train.engine import build_data
+
+    y = _two_channel_maps(tmp_path)
+    subset = np.random.default_rng(1).choice(S.npix, 60, replace=False)
+    np.save(tmp_path / "pix.npy", subset)
+    inside = np.isin(np.arange(S.npix), subset)
+    splits = build_data(_maps_config(tmp_path, pixels=str(tmp_path / "pix.npy")))
+    x, y0, w = (torch.stack(t) for t in zip(*(splits.train[i] for i in range(len(splits.train)))))
+    assert w[:, ~inside].eq(0).all() and w[:, inside].gt(0).any()
+    full = build_data(_maps_config(tmp_path)).train
+    np.testing.assert_array_equal(w.numpy(), np.broadcast_to(full[0][2].numpy() * inside, w.shape))  # region x subset
+    module = task_module("regression", 1)
+    ref = loss_grads_metrics(module, x, y0, w)
+    assert torch.isfinite(ref[0]) and ref[2]
+    for v in (np.nan, 1e30, -7.0):
+        np.save(tmp_path / "y.npy", np.where(inside[None], y, v))
+        s2 = build_data(_maps_config(tmp_path, pixels=str(tmp_path / "pix.npy")))
+        x2, y2, w2 = (torch.stack(t) for t in zip(*(s2.train[i] for i in range(len(s2.train)))))
+        assert not torch.equal(torch.nan_to_num(y2), torch.nan_to_num(y0))
+        got = loss_grads_metrics(module, x2, y2, w2)
+        assert torch.equal(got[0], ref[0])
+        assert all(torch.equal(a, b) for a, b in zip(got[1], ref[1]))
+        assert got[2] == ref[2]
+    np.save(tmp_path / "coarse.npy", np.array([3]))                  # nside-1 id 3: its 16 children at nside 4
+    np.testing.assert_array_equal(np.flatnonzero(pixel_subset(tmp_path / "coarse.npy", 4, 1)), np.arange(48, 64))
+    np.save(tmp_path / "bad.npy", np.array([S.npix]))
+    with pytest.raises(ValueError, match=r"pixel ids must be .* in \[0, 192\)"):
+        pixel_subset(tmp_path / "bad.npy", 4)
+
+
+def test_weights_from_a_file_multiply_the_split_weights(tmp_path):
+    from graphsphere.train.engine import build_data
+
+    _two_channel_maps(tmp_path)
+    weights = np.random.default_rng(2).random(S.npix)
+    weights[:20] = 0
+    weights[20:25] = np.nan                                              # NaN weight: left out
+    np.save(tmp_path / "w.npy", weights)
+    full = build_data(_maps_config(tmp_path)).train[0][2].numpy()
+    w = build_data(_maps_config(tmp_path, weights=str(tmp_path / "w.npy"))).train[0][2].numpy()
+    np.testing.assert_allclose(w, full * np.nan_to_num(weights), rtol=1e-6)
+    assert w[:25].max() == 0 and (w > 0).sum() == ((full > 0) & (np.nan_to_num(weights) > 0)).sum()
+    np.save(tmp_path / "w.npy", -np.ones(S.npix))
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        build_data(_maps_config(tmp_path, weights=str(tmp_path / "w.npy")))
+
+
+def test_extensive_quantities_are_summed_not_averaged(tmp_path):
+    counts = np.random.default_rng(3).poisson(5.0, 12 * 8**2).astype(float)   # counts per pixel, nside 8
+    np.save(tmp_path / "n.npy", counts)
+    down = read_map_file(tmp_path / "n.npy", nside=4, quantity="extensive")[0, :, 0]
+    np.testing.assert_allclose(down, counts.reshape(-1, 4).sum(1))               # NESTED: 4 children in a row
+    np.testing.assert_allclose(down, hp.ud_grade(counts, 4, order_in="NESTED", order_out="NESTED", power=-2))
+    up = read_map_file(tmp_path / "n.npy", nside=16, quantity="extensive")[0, :, 0]
+    np.testing.assert_allclose(up, np.repeat(counts / 4, 4))                      # split evenly, total kept
+    mean = read_map_file(tmp_path / "n.npy", nside=4)[0, :, 0]                    # intensive: the mean
+    np.testing.assert_allclose(mean, counts.reshape(-1, 4).mean(1))
+
+
+def test_a_dataset_builder_named_in_yaml_runs_only_with_trust_code(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_sky_data.py").write_text(
+        "import numpy as np, torch\n"
+        "from graphsphere.data.registry import Splits\n"
+        "CALLS = []\n"
+        "def build(sampling, task, seed, n: int = 8):\n"
+        "    CALLS.append(n)\n"
+        "    g = torch.Generator().manual_seed(seed)\n"
+        "    x = torch.randn(n, sampling.npix, 1, generator=g)\n"
+        "    y = x.mean(dim=(1, 2))[:, None]\n"
+        "    ds = list(zip(x, y))\n"
+        "    return Splits(ds[:6], ds[6:], ds[6:], sampling=sampling, in_channels=1, n_out=1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = {"task": "regression", "output_dir": str(tmp_path / "run"), "sampling": {"type": "HEALPix", "nside": 2},
+           "data": {"name": "my_sky_data:build", "n": 10},
+           "model": {"type": "SphericalCNN", "channels": [4], "K": 2},
+           "trainer": {"max_epochs": 1, "batch_size": 2, "progress_bar": False, "loggers": ["csv"]}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2                       # refused: code outside graphsphere
+    assert "--trust-code" in capsys.readouterr().err
+    import sys
+
+    assert "my_sky_data" not in sys.modules                                     # ... and never imported
+    assert main(["train", str(tmp_path / "c.yaml"), "--trust-code"]) == 0
+    assert sys.modules["my_sky_data"].CALLS == [10]                               # its parameter from the YAML
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()

@@ -1,7 +1,9 @@
 """Maps in and out of files: NumPy ``.npy``, HEALPix FITS, NetCDF.
 
-One reader (:func:`read_maps`) for training, evaluation and prediction, and
-one writer (:func:`write_predictions`).
+One reader for training, evaluation and prediction (:func:`read_maps`, which
+on HEALPix models reads every file with the ``maps`` dataset's
+:func:`~graphsphere.data.skymaps.read_map_file`), and one writer
+(:func:`write_predictions`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 from ..sampling import HEALPix
 
-__all__ = ["read_maps", "as_batch", "write_predictions"]
+__all__ = ["read_maps", "map_options", "as_batch", "write_predictions"]
 
 
 def as_batch(x: np.ndarray, npix: int, channels: int, what: str) -> np.ndarray:
@@ -34,20 +36,45 @@ def as_batch(x: np.ndarray, npix: int, channels: int, what: str) -> np.ndarray:
                                                                           if channels == 1 else ""))
 
 
-def read_maps(path, sampling, channels: int, var: str | None = None, fits_fields: str = "auto") -> np.ndarray:
+#: The ``maps`` dataset's options that say how its files are read; ``predict`` reads its inputs the same way.
+READ_OPTIONS = ("ordering", "quantity", "regrid", "min_valid", "variables")
+
+
+def map_options(data_config) -> dict:
+    """How the training data's files were read (:data:`READ_OPTIONS` of a ``maps`` data config, as a
+    checkpoint keeps it), as keyword arguments of :func:`read_maps`; empty for other data sets."""
+    if data_config is None or getattr(data_config, "name", None) != "maps":
+        return {}
+    extra = dict(getattr(data_config, "model_extra", None) or {})
+    return {k: extra[k] for k in READ_OPTIONS if extra.get(k) is not None}
+
+
+def read_maps(path, sampling, channels: int, var: str | None = None, fits_fields: str = "auto", *,
+              ordering: str | None = None, quantity: str = "intensive", regrid: str = "conservative",
+              min_valid: float = 0.0, variables=()) -> np.ndarray:
     """Maps from ``.npy``, HEALPix ``.fits`` or NetCDF ``.nc``, as ``[n, npix, C]``.
 
     ``path`` may be a list of files: their channels are concatenated (a file
-    of one map serves every sample), as the ``maps`` dataset does. FITS is
-    read in NESTED order at the model's nside (healpy converts RING files;
-    another nside is resampled and said so), ``UNSEEN`` as NaN; its fields
-    are channels or samples (``fits_fields``; ``auto``: channels when their
-    number fits the model, else samples).
+    of one map serves every sample), as the ``maps`` dataset does. On a
+    HEALPix model every file goes through the ``maps`` dataset's reader,
+    :func:`graphsphere.data.skymaps.read_map_file`: NESTED order at the
+    model's nside (healpy converts RING FITS files; ``.npy`` and HEALPix
+    NetCDF in ``ordering``, by default the model's; another nside is
+    resampled as ``quantity`` says, and said so), ``UNSEEN`` and fill values
+    as NaN, NetCDF latitude-longitude fields regridded (``regrid``,
+    ``min_valid``); FITS fields are channels or samples (``fits_fields``;
+    ``auto``: channels when their number fits the model, else samples).
+    ``var`` (or, in order, the NetCDF files' ``variables``) names the NetCDF
+    variable. Other samplings read ``.npy`` and NetCDF arrays whose pixel
+    axis is the model's.
     """
     if isinstance(path, (list, tuple)) and len(path) == 1:
         path = path[0]
+    kw = dict(ordering=ordering, quantity=quantity, regrid=regrid, min_valid=min_valid)
     if isinstance(path, (list, tuple)):
-        parts = [read_maps(p, sampling, None, var, fits_fields) for p in path]
+        names = iter(variables)
+        parts = [read_maps(p, sampling, None, var if var is not None or not str(p).lower().endswith((".nc", ".cdf"))
+                           else next(names, None), fits_fields, **kw) for p in path]
         n = max(p.shape[0] for p in parts)
         parts = [np.repeat(p, n, axis=0) if p.shape[0] == 1 else p for p in parts]
         if len({p.shape[0] for p in parts}) != 1:
@@ -57,42 +84,53 @@ def read_maps(path, sampling, channels: int, var: str | None = None, fits_fields
     if not path.exists():
         raise FileNotFoundError(f"input file not found: {path.resolve()}")
     name = path.name.lower()
-    if name.endswith(".npy"):
-        x = np.load(path, mmap_mode="r")
-    elif name.endswith((".fits", ".fit", ".fits.gz")):
+    if var is None and name.endswith((".nc", ".cdf")) and variables:
+        var = variables[0]
+    if not name.endswith((".npy", ".fits", ".fit", ".fits.gz", ".nc", ".cdf")):
+        raise ValueError(f"{path}: unknown input format; use .npy, .fits or .nc")
+    raw = np.load(path, mmap_mode="r") if name.endswith(".npy") else None
+    if not isinstance(sampling, HEALPix) or (raw is not None and not sampling.full_sphere
+                                             and sampling.npix in raw.shape[:2]):
+        if name.endswith((".fits", ".fit", ".fits.gz")):
+            raise ValueError(f"{path}: FITS maps are HEALPix maps, but the model is on {sampling!r}")
+        x = raw if raw is not None else _netcdf_array(path, sampling, var)   # the model's own pixels
+    else:
         import healpy as hp
 
-        if not isinstance(sampling, HEALPix):
-            raise ValueError(f"{path}: FITS maps are HEALPix maps, but the model is on {sampling!r}")
         from .skymaps import read_map_file
 
-        # NESTED at the model's nside (resampled and said so when the file differs), UNSEEN as NaN
-        x = read_map_file(path, sampling.nside)                          # [1, npix, fields]
+        fields = "samples" if fits_fields == "samples" else "channels"
+        kw["ordering"] = ordering or ("nested" if sampling.nest else "ring")
+        x = read_map_file(path, sampling.nside, var=var, fields=fields, **kw)   # [n, full-sky npix, c], NESTED
         if not sampling.nest:
-            x = np.stack([hp.reorder(x[0, :, c], n2r=True) for c in range(x.shape[2])], -1)[None]
+            x = np.stack([np.stack([hp.reorder(x[i, :, c], n2r=True) for c in range(x.shape[2])], -1)
+                          for i in range(x.shape[0])])
         x = x[:, sampling.pixels]  # partial sky: the model's pixels
-        if fits_fields == "samples" or (fits_fields == "auto" and channels is not None and x.shape[2] != channels):
+        one_map_of_fields = x.shape[0] == 1 and name.endswith((".fits", ".fit", ".fits.gz"))
+        if one_map_of_fields and fits_fields == "auto" and channels is not None and x.shape[2] != channels:
             x = x[0].T[:, :, None]                                       # several fields: samples
-    elif name.endswith(".nc"):
-        from scipy.io import netcdf_file
-
-        with netcdf_file(path, "r", mmap=False) as f:
-            names = [v for v in f.variables if v not in f.dimensions]
-            if var is None:
-                cands = [v for v in names if sampling.npix in f.variables[v].shape]
-                if len(cands) != 1:
-                    raise ValueError(f"{path}: pick the variable with var= among {names} (variables with "
-                                     f"{sampling.npix} pixels: {cands})")
-                var = cands[0]
-            if var not in f.variables:
-                raise ValueError(f"{path}: no variable {var!r}; it has {names}")
-            x = np.array(f.variables[var][:])
-    else:
-        raise ValueError(f"{path}: unknown input format; use .npy, .fits or .nc")
+        elif raw is not None and raw.ndim == 2 and channels not in (None, 1) and raw.shape[0] == channels:
+            x = x[:, :, 0].T[None]                                       # [C, npix]: channels first
     x = np.asarray(x)
     if channels is None:  # one of several files: any channel count, [n, npix, c]
         return x[None, :, None] if x.ndim == 1 else (x[:, :, None] if x.ndim == 2 else x)
     return as_batch(x, sampling.npix, channels, str(path))
+
+
+def _netcdf_array(path: Path, sampling, var: str | None) -> np.ndarray:
+    from scipy.io import netcdf_file
+
+    with netcdf_file(path, "r", mmap=False) as f:
+        names = [v for v in f.variables if v not in f.dimensions]
+        if var is None:
+            cands = [v for v in names if sampling.npix in f.variables[v].shape]
+            if len(cands) != 1:
+                raise ValueError(f"{path}: pick the variable with var= among {names} (variables with "
+                                 f"{sampling.npix} pixels: {cands})")
+            var = cands[0]
+        if var not in f.variables:
+            raise ValueError(f"{path}: no variable {var!r}; it has {names}")
+        return np.array(f.variables[var][:])
 
 
 def write_predictions(pred: np.ndarray, path, sampling, task: str) -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.io import as_batch, read_maps
+from ..data.io import as_batch, map_options, read_maps
 from ..data.registry import build_splits
 from ..files import atomic_write
 from .config import Config, ConfigError, load_train_config
@@ -440,7 +440,8 @@ def predict(checkpoint, inputs, *, batch_size: int = 32, device: str = "cpu", ch
     module = _load(checkpoint, trust_code)
     s = module.sampling
     if isinstance(inputs, (str, Path)) or (isinstance(inputs, (list, tuple)) and isinstance(inputs[0], (str, Path))):
-        x = read_maps(inputs, s, module.in_channels, var=var, fits_fields=fits_fields)
+        x = read_maps(inputs, s, module.in_channels, var=var, fits_fields=fits_fields,
+                      **map_options(module.config.data))      # as the training files were read
         what = str(inputs)
     else:
         x = as_batch(np.asarray(inputs), s.npix, module.in_channels, "inputs")
