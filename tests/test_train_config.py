@@ -105,3 +105,29 @@ def test_config_object_passes_through():
     cfg = load_config(BASE)
     assert load_config(cfg) is cfg
     assert isinstance(load_config(cfg, ["trainer.seed=2"]), Config)
+
+
+def test_validation_checks_the_sampling_without_building_it(monkeypatch, tmp_path):
+    import graphsphere.sampling as sampling
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("validation built the sampling")
+
+    for cls in sampling.sampling_classes().values():   # from_spec builds through _from_params
+        monkeypatch.setattr(cls, "_from_params", classmethod(no_build))
+    cfg = load_config({**BASE, "sampling": {"type": "GaussLegendre", "nlat": 8}})
+    assert cfg.sampling.args == {"nlat": 8}
+    assert "sampling (Equiangular): Equiangular needs the argument(s) nlon" in _err(
+        {**BASE, "sampling": {"type": "Equiangular", "nlat": 8}})
+    assert "sampling (Icosahedral): level 11 is above the supported maximum 10" in _err(
+        {**BASE, "sampling": {"type": "Icosahedral", "level": 11}})
+    assert "poles must be one of ('DH', 'SOFT')" in _err(
+        {**BASE, "sampling": {"type": "Equiangular", "nlat": 8, "nlon": 16, "poles": "X"}})
+    assert "sampling (Points): Points lon: file not found" in _err(
+        {**BASE, "sampling": {"type": "Points", "lon": str(tmp_path / "lon.npy"), "lat": [0, 1, 2, 3]}})
+
+
+def test_the_engine_build_checks_array_contents():
+    cfg = load_config({**BASE, "sampling": {"type": "HEALPix", "nside": 1, "indices": [0, 12]}})  # valid names
+    with pytest.raises(ConfigError, match=r"sampling \(HEALPix\): pixel id 12 is out of range"):
+        cfg.sampling.build()

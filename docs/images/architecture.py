@@ -13,7 +13,7 @@ layers = [
     ("analysis", ["equivariance", "spectral"], "#bcd4ef"),
     ("rotations", ["rotation"], "#bcd4ef"),
     ("graphs (NumPy/SciPy)", ["graph"], "#d7cdef"),
-    ("published & tuned widths", ["kernel_widths"], "#d7cdef"),
+    ("widths, neighbours", ["kernel_widths", "neighbours"], "#d7cdef"),
     ("samplings (NumPy)", ["sampling"], "#e8cde6"),
     ("utilities", ["config", "files"], "#eeeeee"),
 ]

@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
+import warnings
 import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -128,9 +130,34 @@ def _project_task(path: str, engine: str, directions: np.ndarray, perturbations:
     return [projector.project(directions, *p) for p in perturbations]
 
 
+#: Ends every cached projection: this marker and the SHA-256 of the .npy bytes before it (np.load ignores it).
+_CHECKSUM_MARK = b"\x93GS-SHA256"
+
+
 def _save(path: Path, array: np.ndarray) -> None:
+    """Cache a projection atomically, its checksum in the same file (no moment where the two disagree)."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    body = buf.getvalue()
     with atomic_write(path) as f:
-        np.save(f, array)
+        f.write(body + _CHECKSUM_MARK + hashlib.sha256(body).digest())
+
+
+def _load_verified(path: Path) -> np.ndarray | None:
+    """A cached projection, or None when the file fails its checksum (damaged, truncated, or written by a
+    graphsphere that stored none): then it is projected again, never used."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    n = len(_CHECKSUM_MARK) + 32
+    body, mark, digest = data[:-n], data[-n:-32], data[-32:]
+    if len(data) < n or mark != _CHECKSUM_MARK or hashlib.sha256(body).digest() != digest:
+        return None
+    try:
+        return np.load(io.BytesIO(body))
+    except (ValueError, OSError):
+        return None
 
 
 class ShapeCollection:
@@ -258,15 +285,19 @@ class ShapeCollection:
         keys = [(int(p[0]), int(p[1]), int(p[2]) if len(p) > 2 else 0) for p in pairs]
         out = np.empty((len(keys), len(self.directions), len(CHANNELS)), dtype=np.float32)
         todo: dict[int, list[int]] = {}  # mesh index -> positions in keys still to project
+        damaged = []
         for k, key in enumerate(keys):
             path = self.cache_path(*key)
             if path is not None and path.is_file():
-                try:
-                    out[k] = np.load(path)
+                cached = _load_verified(path)
+                if cached is not None and cached.shape == out[k].shape:
+                    out[k] = cached
                     continue
-                except (ValueError, OSError):  # unreadable (e.g. foreign) file: project again
-                    pass
+                damaged.append(path)
             todo.setdefault(key[0], []).append(k)
+        if damaged:
+            warnings.warn(f"{len(damaged)} cached projection(s) fail their checksum (damaged, or cached by an older "
+                          f"graphsphere), e.g. {damaged[0]}: projecting them again", stacklevel=2)
         if not todo:
             return out
         bar = None

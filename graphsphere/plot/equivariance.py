@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..equivariance import EquivarianceResult
 from .style import COLUMN_WIDTH, PAGE_WIDTH, styled
 
 __all__ = ["plot_equivariance", "plot_tuning"]
@@ -30,7 +31,7 @@ __all__ = ["plot_equivariance", "plot_tuning"]
 def _results(results) -> list:
     if isinstance(results, Mapping):
         return list(results.values())
-    if hasattr(results, "degrees"):
+    if isinstance(results, EquivarianceResult):
         return [results]
     return list(results)
 

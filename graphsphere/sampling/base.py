@@ -29,7 +29,7 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -107,6 +107,9 @@ class Sampling(ABC):
 
     #: Whether the pixels cover the whole sphere (areas then sum to 4 pi).
     full_sphere: ClassVar[bool] = True
+    #: The constructor's checks of its scalar arguments, by argument name (each raises ``ValueError`` or returns
+    #: the value): :func:`graphsphere.sampling.check_spec` runs them to validate a spec without building it.
+    ARG_CHECKS: ClassVar[dict[str, Callable[[Any], Any]]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

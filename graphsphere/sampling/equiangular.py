@@ -23,7 +23,7 @@ from __future__ import annotations
 import operator
 from abc import abstractmethod
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,6 +45,19 @@ def _check_count(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or n < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return n
+
+
+def _counts(*names: str, optional: bool = False) -> dict[str, Callable[[Any], Any]]:
+    """``ARG_CHECKS`` entries: each argument an integer >= 1 (or None when ``optional``)."""
+    return {name: (lambda v, name=name: None if optional and v is None else _check_count(v, name))
+            for name in names}
+
+
+def _check_poles(poles) -> str:
+    key = str(poles).upper()
+    if key not in Equiangular.POLES:
+        raise ValueError(f"poles must be one of {Equiangular.POLES} (Driscoll-Healy or SOFT), got {poles!r}")
+    return key
 
 
 def _block_assign(nlat: int, nlon: int) -> sp.csr_matrix:
@@ -152,14 +165,12 @@ class Equiangular(RingGrid):
     """
 
     POLES = ("DH", "SOFT")
+    ARG_CHECKS = {**_counts("nlat", "nlon"), "poles": _check_poles}
 
     def __init__(self, nlat: int, nlon: int, poles: str = "DH"):
         self.nlat = _check_count(nlat, "nlat")
         self.nlon = _check_count(nlon, "nlon")
-        key = str(poles).upper()
-        if key not in self.POLES:
-            raise ValueError(f"poles must be one of {self.POLES} (Driscoll-Healy or SOFT), got {poles!r}")
-        self.poles = key
+        self.poles = _check_poles(poles)
 
     @property
     def colatitudes(self) -> np.ndarray:

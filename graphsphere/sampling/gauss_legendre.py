@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.polynomial.legendre import leggauss
 
-from .equiangular import RingGrid, _block_assign, _check_count
+from .equiangular import RingGrid, _block_assign, _check_count, _counts
 
 __all__ = ["GaussLegendre"]
 
@@ -55,6 +55,8 @@ class GaussLegendre(RingGrid):
     >>> np.round(s.lonlat[::4, 1], 4).tolist()                   # latitudes, degrees
     [35.2644, -35.2644]
     """
+
+    ARG_CHECKS = {**_counts("nlat"), **_counts("nlon", optional=True)}
 
     def __init__(self, nlat: int, nlon: int | None = None):
         self.nlat = _check_count(nlat, "nlat")

@@ -87,6 +87,8 @@ class HEALPix(Sampling):
         the data. Ids must be unique and within [0, 12 nside^2).
     """
 
+    ARG_CHECKS = {"nside": check_nside}
+
     def __init__(self, nside: int, nest: bool = True, indices=None):
         self.nside = check_nside(nside)
         self.nest = bool(nest)

@@ -37,6 +37,13 @@ __all__ = ["Icosahedral"]
 MAX_LEVEL = 10
 
 
+def _check_level(level) -> int:
+    n = _check_count(level, "level", minimum=0)
+    if n > MAX_LEVEL:
+        raise ValueError(f"level {n} is above the supported maximum {MAX_LEVEL} ({10 * 4**MAX_LEVEL + 2} vertices)")
+    return n
+
+
 def _icosahedron() -> tuple[np.ndarray, np.ndarray]:
     """The 12 vertices (north pole, two rings of 5 at latitude +-atan(1/2),
     south pole) and 20 outward-oriented faces of the icosahedron."""
@@ -110,11 +117,10 @@ class Icosahedral(Sampling):
     (42, 1.13)
     """
 
+    ARG_CHECKS = {"level": _check_level}
+
     def __init__(self, level: int):
-        self.level = _check_count(level, "level", minimum=0)
-        if self.level > MAX_LEVEL:
-            raise ValueError(f"level {self.level} is above the supported maximum {MAX_LEVEL} "
-                             f"({10 * 4**MAX_LEVEL + 2} vertices)")
+        self.level = _check_level(level)
 
     @property
     def npix(self) -> int:

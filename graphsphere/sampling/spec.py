@@ -3,6 +3,8 @@ checkpoint, a cache) to a :class:`~graphsphere.sampling.Sampling`.
 
 * :func:`from_spec` takes a class name (any case, or an alias such as ``gl``)
   and the constructor's arguments, and checks every name before building;
+* :func:`check_spec` checks the same name and arguments without building
+  (what configs do: they validate, the engine builds);
 * :func:`from_state` takes what :meth:`Sampling.to_state` wrote;
 * :func:`parse_spec` reads the short form of the command line,
   ``healpix:64``, ``equiangular:32x64,poles=SOFT``, ``gl:48``, ``icosahedral:5``.
@@ -28,7 +30,7 @@ import numpy as np
 
 from .base import Sampling, sampling_classes
 
-__all__ = ["from_spec", "from_state", "parse_spec", "sampling_names"]
+__all__ = ["check_spec", "from_spec", "from_state", "parse_spec", "sampling_names"]
 
 #: Other names of the samplings (lower case).
 ALIASES = {"gl": "GaussLegendre", "gauss-legendre": "GaussLegendre", "gauss_legendre": "GaussLegendre",
@@ -59,6 +61,54 @@ def _arguments(cls: type[Sampling]) -> list[str]:
     return [p for p in inspect.signature(cls).parameters if p != "self"] + list(getattr(cls, "STATE_KEYS", ()))
 
 
+def _check_names(cls: type[Sampling], params: dict[str, Any]) -> None:
+    allowed = _arguments(cls)
+    for key in params:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{cls.__name__} has no argument {key!r}{hint}; its arguments: {', '.join(allowed)}")
+
+
+def _is_array_file(value) -> bool:
+    return isinstance(value, (str, Path)) and str(value).endswith(".npy")
+
+
+def check_spec(name: str, **params: Any) -> type[Sampling]:
+    """Check what :func:`from_spec` would be given, without building the
+    sampling: the name, every argument's name, that the required arguments
+    are there, that array files exist, and each scalar argument with the
+    constructor's own check (``Sampling.ARG_CHECKS``). The contents of arrays
+    (pixel ids, coordinates) are checked when the sampling is built. Returns
+    the sampling class.
+
+    >>> check_spec("healpix", nside=8).__name__
+    'HEALPix'
+    >>> check_spec("healpix", nside=6)
+    Traceback (most recent call last):
+    ...
+    ValueError: nside must be a power of two (1, 2, 4, ..., 8192), got 6; nearest: 4 or 8
+    >>> check_spec("equiangular", nlat=8)
+    Traceback (most recent call last):
+    ...
+    TypeError: Equiangular needs the argument(s) nlon
+    """
+    cls = _resolve(name)
+    _check_names(cls, params)
+    required = [p.name for p in inspect.signature(cls).parameters.values()
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    alternatives = set(getattr(cls, "STATE_KEYS", ()))  # e.g. HEALPix ranges stand for indices
+    missing = [p for p in required if p not in params and not (alternatives & params.keys())]
+    if missing:
+        raise TypeError(f"{cls.__name__} needs the argument(s) {', '.join(missing)}")
+    for key, value in params.items():
+        if _is_array_file(value):
+            _array_file(value, f"{cls.__name__} {key}")
+        elif key in cls.ARG_CHECKS:
+            cls.ARG_CHECKS[key](value)
+    return cls
+
+
 def from_spec(name: str, **params: Any) -> Sampling:
     """Build a sampling from its name and constructor arguments.
 
@@ -70,14 +120,8 @@ def from_spec(name: str, **params: Any) -> Sampling:
     GaussLegendre(nlat=4, nlon=8) [npix=32]
     """
     cls = _resolve(name)
-    allowed = _arguments(cls)
-    for key in params:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{cls.__name__} has no argument {key!r}{hint}; its arguments: {', '.join(allowed)}")
-    params = {k: _load_array(v, f"{cls.__name__} {k}") if isinstance(v, (str, Path)) and str(v).endswith(".npy")
-              else v for k, v in params.items()}
+    _check_names(cls, params)
+    params = {k: _load_array(v, f"{cls.__name__} {k}") if _is_array_file(v) else v for k, v in params.items()}
     if str(name).strip().lower() == "equiangular-soft":
         params.setdefault("poles", "SOFT")
     return cls._from_params(params)
@@ -98,11 +142,15 @@ def from_state(state: dict[str, Any]) -> Sampling:
     return from_spec(state["type"], **params)
 
 
-def _load_array(path, what: str) -> np.ndarray:
+def _array_file(path, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"{what}: file not found: {p.resolve()} (save the array with numpy.save)")
-    return np.load(p, allow_pickle=False)
+    return p
+
+
+def _load_array(path, what: str) -> np.ndarray:
+    return np.load(_array_file(path, what), allow_pickle=False)
 
 
 def _value(text: str):

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..graph import SphereGraph
+from ..sampling import HEALPix
 
 __all__ = ["DegreeGroups", "SpectrumFit", "alignment_matrix", "degree_slices", "fit_ll1_scale", "fourier_basis",
            "graph_spectrum_vs_ll1", "harmonic_degree_groups", "harmonic_rayleigh_quotients", "DENSE_LIMIT"]
@@ -150,7 +151,7 @@ def harmonic_degree_groups(eigenvalues, lmax: int | None = None) -> DegreeGroups
 # -- alignment with the spherical harmonics ------------------------------------
 
 def _is_full_healpix(sampling) -> bool:
-    return type(sampling).__name__ == "HEALPix" and sampling.full_sphere
+    return isinstance(sampling, HEALPix) and sampling.full_sphere
 
 
 def _degree_energy_healpix(U: np.ndarray, sampling, lmax_sh: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from pydantic import (
 from ..config import ConfigError, Section, did_you_mean, load_config
 from ..data.registry import validate_params
 from ..models.registry import model_class
-from ..sampling import from_spec
+from ..sampling import check_spec, from_spec
 
 __all__ = ["Config", "ConfigError", "load_train_config", "DataConfig", "SamplingConfig", "ModelConfig",
            "OptimConfig", "TrainerConfig", "AUTOMATIC_MODEL_ARGS", "TASKS"]
@@ -52,7 +52,9 @@ class SamplingConfig(BaseModel):
     """``type`` (HEALPix, Equiangular, GaussLegendre, Icosahedral, Points) and
     its constructor arguments (:func:`graphsphere.sampling.from_spec`). Array
     arguments (HEALPix ``indices``, Points ``lon``/``lat``) may be the path of
-    an ``.npy`` file."""
+    an ``.npy`` file. Validation checks the name and the arguments
+    (:func:`graphsphere.sampling.check_spec`) without building; the engine
+    builds with :meth:`build`, which checks the arrays' contents."""
 
     model_config = ConfigDict(extra="allow")
     type: str = "HEALPix"
@@ -63,14 +65,17 @@ class SamplingConfig(BaseModel):
 
     def build(self):
         """The :class:`graphsphere.sampling.Sampling` (for the engine)."""
+        return self._errors_named(from_spec)
+
+    def _errors_named(self, action):
         try:
-            return from_spec(self.type, **self.args)
+            return action(self.type, **self.args)
         except (TypeError, ValueError, FileNotFoundError) as e:
             raise ConfigError([("sampling", f" ({self.type}): {e}")]) from None
 
     @model_validator(mode="after")
     def _check(self):
-        self.build()  # every name and value, now rather than after the data are made
+        self._errors_named(check_spec)  # names and values, without building
         return self
 
 
@@ -196,6 +201,10 @@ class TrainerConfig(Section):
     deterministic: bool = False
     #: Resume from output_dir/checkpoints/last.ckpt when it exists.
     resume: bool = True
+    #: Stop ("the loss diverged at step N") when a training loss exceeds this many times the run's first loss
+    #: (null: never; a NaN/Inf loss or weight always stops). 1e6 is safe: an ordinary run lowers its first,
+    #: untrained loss, and a diverging one passes 1e6 within steps (see DivergenceGuard).
+    divergence_factor: float | None = Field(1e6, gt=1, allow_inf_nan=False)
 
     @field_validator("precision", mode="before")
     @classmethod

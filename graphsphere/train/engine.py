@@ -154,7 +154,7 @@ def build_trainer(cfg: Config, out: Path, has_val: bool, callbacks=(), stage: st
         if t.early_stopping_patience:
             cbs.append(EarlyStopping(monitor=monitor, patience=t.early_stopping_patience, mode=t.monitor_mode))
         cbs.append(LayerSummary(verbose=t.verbose))
-        cbs.append(DivergenceGuard())
+        cbs.append(DivergenceGuard(t.divergence_factor))
         if t.progress_bar and not _interactive():
             cbs.append(PlainProgress())
     cbs.extend(callbacks)
@@ -329,6 +329,7 @@ def _fit(cfg: Config, out: Path, callbacks, trust_code: bool) -> FitResult:
                                 steps_per_epoch=len(splits.train) // cfg.trainer.batch_size)
         if trainer.is_global_zero:
             out.mkdir(parents=True, exist_ok=True)
+            _retire_outputs(out, fresh=resume_from is None)
             with atomic_write(out / "config.yaml", "w") as f:
                 f.write(cfg.to_yaml())
             if resume_from:
@@ -360,6 +361,38 @@ def _fit(cfg: Config, out: Path, callbacks, trust_code: bool) -> FitResult:
             with atomic_write(out / "metrics.json", "w") as f:
                 f.write(json.dumps(summary, indent=2))
         return result
+
+
+def _retire_outputs(out: Path, fresh: bool) -> None:
+    """Keep config.yaml and metrics.json true of the weights beside them at every moment, before the new
+    config.yaml is written. A fresh run (``trainer.resume=false``, or nothing to resume) moves a previous
+    run's checkpoints, metrics.json and config.yaml (in that order, config last, so what stays is always
+    one run's) into ``output_dir/replaced/<time>/``; a resumed run removes metrics.json, which stops
+    describing the weights at the first new checkpoint (the run writes it again when it ends)."""
+    import os
+    import time
+
+    from ..files import fsync_dir
+
+    if not fresh:
+        (out / "metrics.json").unlink(missing_ok=True)
+        return
+    old = [out / "metrics.json", out / "checkpoints", *sorted(out.glob("hpc_ckpt_*.ckpt"))]
+    old = [p for p in old if p.exists() and not (p.is_dir() and not any(p.iterdir()))]
+    if not old:
+        return                                   # no weights, no metrics: config.yaml alone is replaced
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = out / "replaced" / stamp
+    n = 0
+    while aside.exists():
+        n += 1
+        aside = out / "replaced" / f"{stamp}-{n}"
+    aside.mkdir(parents=True)
+    for p in [*old, out / "config.yaml"]:
+        if p.exists() or p.is_symlink():
+            os.replace(p, aside / p.name)
+    fsync_dir(out)
+    print(f"starting afresh: the previous run's checkpoints, config and metrics are now in {aside}", flush=True)
 
 
 def _load(checkpoint, trust_code: bool = False):

@@ -31,7 +31,8 @@ __all__ = ["SphereTask", "build_model", "CheckpointError"]
 #: Config entries a resumed run may change: how it runs, not what it learns.
 RESUMABLE_CHANGES = {"trainer": ("max_epochs", "max_steps", "accelerator", "devices", "strategy", "num_nodes",
                                  "progress_bar", "verbose", "loggers", "log_every_n_steps", "checkpoint_every_n_steps",
-                                 "resume", "early_stopping_patience", "val_every_n_epochs", "limit_val_batches"),
+                                 "resume", "divergence_factor", "early_stopping_patience", "val_every_n_epochs",
+                                 "limit_val_batches"),
                      "data": ("num_workers",), "output_dir": ()}
 
 

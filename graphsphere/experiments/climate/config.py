@@ -7,6 +7,11 @@ The defaults are the quick run (HEALPix nside 16, small networks, one seed).
 ('HEALPix', {'nside': 16}, [1991, 1992])
 >>> load_config(None, ["sampling={type: Icosahedral, level: 5}", "seeds=[0, 1]"]).sampling.args
 {'level': 5}
+>>> load_config({"segmentation": {"method": ["unet"]}})
+Traceback (most recent call last):
+...
+graphsphere.config.ConfigError: config error:
+  segmentation.method: unknown field (value ['unet']); did you mean 'methods'? ...
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from ...config import ConfigError, Section
-from ...config import load_config as _load
+from ..config import ExperimentBase
 from ...data.climate_datasets import SEGMENTATION_INPUTS
 from ...train.config import SamplingConfig
 
@@ -100,7 +105,7 @@ def _default_sampling() -> SamplingConfig:
     return SamplingConfig(type="HEALPix", nside=16)
 
 
-class ExperimentConfig(Section):
+class ExperimentConfig(ExperimentBase):
     """Everything the experiment does; the defaults are the quick run."""
 
     output_dir: str = "out/climate"
@@ -138,16 +143,4 @@ class ExperimentConfig(Section):
         return self
 
 
-def load_config(source=None, overrides=()) -> ExperimentConfig:
-    """An :class:`ExperimentConfig` from a YAML path, a dict or ``None`` (the quick run), plus
-    ``key=value`` overrides; every problem is reported at once, naming the key.
-
-    >>> load_config(None, ["forecast.n_input=2"]).forecast.n_input
-    2
-    >>> load_config({"segmentation": {"method": ["unet"]}})
-    Traceback (most recent call last):
-    ...
-    graphsphere.config.ConfigError: config error:
-      segmentation.method: unknown field (value ['unet']); did you mean 'methods'? ...
-    """
-    return _load(ExperimentConfig, source, list(overrides))
+load_config = ExperimentConfig.load

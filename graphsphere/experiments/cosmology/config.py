@@ -5,6 +5,13 @@
 (64, [1])
 >>> ExperimentConfig.model_validate({"data": {"nside": 128, "order": 4}}).data.orders
 [4]
+>>> load_config(None, ["data.nside=64", "noise_levels=[0, 1]"]).noise_levels
+[0.0, 1.0]
+>>> load_config({"data": {"nsid": 64}})
+Traceback (most recent call last):
+...
+graphsphere.config.ConfigError: config error:
+  data.nsid: unknown field (value 64); did you mean 'nside'? ...
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
-from ...config import ConfigError, Section
-from ...config import load_config as _load
+from ...config import Section
+from ..config import ExperimentBase
+from ..config import config_error as _error
 
 __all__ = ["METHODS", "LABELS", "ExperimentConfig", "load_config"]
 
@@ -94,7 +102,7 @@ class ConvNetSection(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-class ExperimentConfig(Section):
+class ExperimentConfig(ExperimentBase):
     """Everything the experiment does; the defaults are the quick run (about a minute on 2 cores)."""
 
     output_dir: str = "out/cosmology"
@@ -127,22 +135,4 @@ class ExperimentConfig(Section):
         return self
 
 
-def load_config(source=None, overrides=()) -> ExperimentConfig:
-    """An :class:`ExperimentConfig` from a YAML path, a dict or ``None`` (the
-    quick run), plus ``key=value`` overrides; every problem is reported at
-    once as a :class:`graphsphere.config.ConfigError` naming the key.
-
-    >>> load_config(None, ["data.nside=64", "noise_levels=[0, 1]"]).noise_levels
-    [0.0, 1.0]
-    >>> load_config({"data": {"nsid": 64}})
-    Traceback (most recent call last):
-    ...
-    graphsphere.config.ConfigError: config error:
-      data.nsid: unknown field (value 64); did you mean 'nside'? ...
-    """
-    return _load(ExperimentConfig, source, list(overrides))
-
-
-def _error(field: str, message: str) -> ConfigError:
-    """A ConfigError naming ``field`` (pydantic passes it through as the validator's error)."""
-    return ConfigError([(field, message)])
+load_config = ExperimentConfig.load

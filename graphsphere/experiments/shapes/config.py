@@ -5,6 +5,18 @@
 ('category', ['SO3/SO3', 'z/SO3'], ['deepsphere', 'sht_cnn'])
 >>> cfg.sht_cnn.grid(cfg.deepsphere.nside).npix == 12 * cfg.deepsphere.nside ** 2   # equal pixel counts
 True
+>>> load_config(None, ["data.task=instance", "tta_copies=1"]).data.task
+'instance'
+>>> load_config({"data": {"sample_per_mesh": 4}})
+Traceback (most recent call last):
+...
+graphsphere.config.ConfigError: config error:
+  data.sample_per_mesh: unknown field (value 4); did you mean 'samples_per_mesh'? ...
+>>> load_config({"data": {"scale_range": [1.2, 1.0]}})         # the dataset's own checks
+Traceback (most recent call last):
+...
+graphsphere.config.ConfigError: config error:
+  data.scale_range = [1.2, 1.0]: low must not exceed high
 """
 
 from __future__ import annotations
@@ -13,8 +25,9 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
-from ...config import ConfigError, Section
-from ...config import load_config as _load
+from ...config import Section
+from ...data.shapes import ShapesParams
+from ..config import ExperimentBase, config_error, data_section
 
 __all__ = ["METHODS", "LABELS", "ExperimentConfig", "load_config"]
 
@@ -22,43 +35,22 @@ METHODS = ("deepsphere", "sht_cnn")
 LABELS = {"deepsphere": "DeepSphere (graph, HEALPix)", "sht_cnn": "SHT CNN (Gauss-Legendre)"}
 
 
-class DataSection(Section):
-    """Which samples (see :func:`graphsphere.data.shapes.plan_splits`)."""
+class DataSection(data_section(ShapesParams, drop=("protocol", "cache", "engine", "progress"),
+                               defaults={"samples_per_mesh": 6, "meshes_per_category": 6, "workers": 2})):
+    """Which samples (see :func:`graphsphere.data.shapes.plan_splits`): the ``shapes`` data set's parameters
+    (:class:`graphsphere.data.shapes.ShapesParams` documents and checks them) with the quick run's defaults,
+    but one ``protocol``: the experiment runs each of ``protocols``."""
 
-    #: "category": coarse categories, test objects never seen in training; "instance": each mesh its own
-    #: class, test samples are other perturbations of the training meshes
-    task: Literal["category", "instance"] = "category"
     #: "SO3/SO3": every split rotated in SO(3); "z/SO3": training rotated about z only, tested in SO(3)
     protocols: list[Literal["SO3/SO3", "z/SO3"]] = Field(default_factory=lambda: ["SO3/SO3", "z/SO3"],
                                                           min_length=1)
-    samples_per_mesh: PositiveInt = 6
-    max_translation: NonNegativeFloat = 0.1
-    scale_range: tuple[PositiveFloat, PositiveFloat] = (0.9, 1.1)
-    val_fraction: float = Field(0.15, ge=0, lt=1)
-    test_fraction: float = Field(0.25, gt=0, lt=1)
-    #: keep only these categories / mesh files; at most this many meshes per category (seeded choice)
-    categories: list[str] | None = None
-    meshes: list[str] | None = None
-    meshes_per_category: PositiveInt | None = 6
     #: the split and every perturbation
     seed: int = 0
-    #: processes that project meshes
-    workers: PositiveInt = 2
-    #: folder of mesh files and its category table; default: the cgal-meshes data set (fetched)
-    root: str | None = None
-    category_table: str | None = None
-    #: projected maps; null: $GRAPHSPHERE_CACHE/projections or ~/.cache/graphsphere/projections
-    cache_dir: str | None = None
 
     @model_validator(mode="after")
     def _check(self):
-        if self.scale_range[0] > self.scale_range[1]:
-            raise _error("data.scale_range", f" = {list(self.scale_range)}: low must not exceed high")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise _error("data.test_fraction", f" = {self.test_fraction}: with val_fraction {self.val_fraction} "
-                                               "nothing is left for training")
         if len(set(self.protocols)) != len(self.protocols):
-            raise _error("data.protocols", f" = {self.protocols}: a protocol is listed twice")
+            raise config_error("data.protocols", f" = {self.protocols}: a protocol is listed twice")
         return self
 
 
@@ -89,11 +81,11 @@ class DeepSphereSection(TrainingSection):
     @model_validator(mode="after")
     def _check(self):
         if self.nside & (self.nside - 1):
-            raise _error("deepsphere.nside", f" = {self.nside}: must be a power of 2 (HEALPix NESTED pooling)")
+            raise config_error("deepsphere.nside", f" = {self.nside}: must be a power of 2 (HEALPix NESTED pooling)")
         if 2 ** (len(self.channels) - 1) > self.nside:
-            raise _error("deepsphere.channels", f": {len(self.channels)} poolings need nside >= "
-                                                f"{2 ** (len(self.channels) - 1)}, got nside {self.nside}; "
-                                                "use fewer levels or a larger nside")
+            raise config_error("deepsphere.channels", f": {len(self.channels)} poolings need nside >= "
+                                                     f"{2 ** (len(self.channels) - 1)}, got nside {self.nside}; "
+                                                     "use fewer levels or a larger nside")
         return self
 
 
@@ -114,7 +106,7 @@ class SHTSection(TrainingSection):
         return GaussLegendre(self.nlat or 2 * nside, self.nlon or 6 * nside)
 
 
-class ExperimentConfig(Section):
+class ExperimentConfig(ExperimentBase):
     """Everything the experiment does; the defaults are the quick run (minutes on 2 cores)."""
 
     output_dir: str = "out/shapes"
@@ -134,33 +126,15 @@ class ExperimentConfig(Section):
     @model_validator(mode="after")
     def _check_methods(self):
         if len(set(self.methods)) != len(self.methods):
-            raise _error("methods", f" = {self.methods}: a method is listed twice")
+            raise config_error("methods", f" = {self.methods}: a method is listed twice")
         if "sht_cnn" in self.methods:
             g = self.sht_cnn.grid(self.deepsphere.nside)
             f = 2 ** len(self.sht_cnn.channels)
             if g.nlat % f or g.nlon % f:
-                raise _error("sht_cnn.channels", f": {len(self.sht_cnn.channels)} poolings by 2x2 need nlat and nlon "
-                                                 f"divisible by {f}, the grid is {g.nlat} x {g.nlon}; use fewer "
-                                                 "levels or another grid")
+                raise config_error("sht_cnn.channels", f": {len(self.sht_cnn.channels)} poolings by 2x2 need nlat and "
+                                                        f"nlon divisible by {f}, the grid is {g.nlat} x {g.nlon}; use "
+                                                        "fewer levels or another grid")
         return self
 
 
-def load_config(source=None, overrides=()) -> ExperimentConfig:
-    """An :class:`ExperimentConfig` from a YAML path, a dict or ``None`` (the quick run), plus
-    ``key=value`` overrides; every problem is reported at once as a
-    :class:`graphsphere.config.ConfigError` naming the key.
-
-    >>> load_config(None, ["data.task=instance", "tta_copies=1"]).data.task
-    'instance'
-    >>> load_config({"data": {"sample_per_mesh": 4}})
-    Traceback (most recent call last):
-    ...
-    graphsphere.config.ConfigError: config error:
-      data.sample_per_mesh: unknown field (value 4); did you mean 'samples_per_mesh'? ...
-    """
-    return _load(ExperimentConfig, source, list(overrides))
-
-
-def _error(field: str, message: str) -> ConfigError:
-    """A ConfigError naming ``field`` (pydantic passes it through as the validator's error)."""
-    return ConfigError([(field, message)])
+load_config = ExperimentConfig.load

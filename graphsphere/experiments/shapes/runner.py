@@ -57,12 +57,7 @@ def _data_params(cfg: ExperimentConfig, protocol: str) -> dict:
     """The ``shapes`` dataset's parameters. Projection happens before training (with the configured
     workers and a progress bar), so the engine only reads the cache: workers and progress are fixed here,
     and changing them never makes a run look like another one."""
-    d = cfg.data
-    return {"task": d.task, "protocol": protocol, "samples_per_mesh": d.samples_per_mesh,
-            "max_translation": d.max_translation, "scale_range": list(d.scale_range),
-            "val_fraction": d.val_fraction, "test_fraction": d.test_fraction, "categories": d.categories,
-            "meshes": d.meshes, "meshes_per_category": d.meshes_per_category, "root": d.root,
-            "category_table": d.category_table, "cache_dir": d.cache_dir, "workers": 1, "progress": False}
+    return cfg.data.dataset_params(protocol=protocol, workers=1, progress=False)
 
 
 def _model_spec(cfg: ExperimentConfig, method: str) -> dict:

@@ -28,7 +28,8 @@ from pydantic import (
 )
 
 from ...config import ConfigError, Section
-from ...config import load_config as _load
+from ...data.station_tasks import StationsParams
+from ..config import ExperimentBase, data_section
 
 __all__ = [
     "REGRESSION_BASELINES",
@@ -38,38 +39,18 @@ __all__ = [
     "MonthSection",
     "NetworkSection",
     "RegressionSection",
+    "TrainingSection",
     "load_config",
 ]
 
 REGRESSION_BASELINES = ("climatology", "per_station_linear", "per_station_linear_tv")
 
 
-class DataSection(Section):
-    """Which stations, which years, which inputs (the ``stations`` data set's parameters)."""
-
-    #: "colorado": the 376 Colorado stations of r-cran-fields; "synthetic": a made-up network where the
-    #: neighbours carry the signal (offline; graphsphere.data.station_tasks.synthetic_series)
-    source: Literal["colorado", "synthetic"] = "colorado"
-    #: folder holding COmonthlyMet.rda; None fetches the data source "fields-stations"
-    path: str | None = None
-    variable: Literal["tmax", "tmin", "ppt"] = "tmax"
-    #: the period: start-end if given, else the n_years window that keeps the most stations with at least
-    #: min_coverage of their months observed; stations below min_coverage are dropped
-    n_years: PositiveInt = 40
-    min_coverage: float = Field(0.9, ge=0, le=1)
-    start: int | None = None
-    end: int | None = None
-    duplicates: Literal["error", "merge"] = "error"
-    #: months of history per regression sample
-    n_lags: PositiveInt = 3
-    #: "anomaly": inputs and targets are departures from the training-years climatology; "raw": the values
-    seasonal: Literal["anomaly", "raw"] = "anomaly"
-    #: held-out years, chronological: the last test_fraction of the period, the val_fraction before them
-    test_fraction: float = Field(0.3, gt=0, lt=1)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    synthetic_stations: PositiveInt = 100
-    synthetic_years: PositiveInt = 30
-    synthetic_seed: int = 0
+#: Which stations, which years, which inputs: the ``stations`` data set's parameters
+#: (:class:`graphsphere.data.station_tasks.StationsParams`, which documents them), but ``neighbours`` (set
+#: by ``graph.neighbours``) and the explicit year lists (the experiment holds out the last years).
+DataSection = data_section(StationsParams, drop=("neighbours", "test_years", "val_years"),
+                           doc="Which stations, which years, which inputs (the ``stations`` data set's parameters).")
 
 
 class GraphSection(Section):
@@ -85,16 +66,22 @@ class GraphSection(Section):
     spectrum: PositiveInt = 20
 
 
-class NetworkSection(Section):
+class TrainingSection(Section):
+    """How a network trains (Adam, cosine schedule per step; the engine keeps the best epoch)."""
+
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class NetworkSection(TrainingSection):
     """One StationGCN architecture and its training; the experiment trains it at every K."""
 
     #: hidden graph convolutions (each with batch norm and ReLU); [] is one linear Chebyshev filter
     channels: list[PositiveInt] = Field(default_factory=list)
-    epochs: PositiveInt = 100
-    batch_size: PositiveInt = 32
     lr: PositiveFloat = 1e-2
-    weight_decay: NonNegativeFloat = 0.0
-    dropout: float = Field(0.0, ge=0, lt=1)
     batchnorm: bool = True
 
 
@@ -117,7 +104,7 @@ class RegressionSection(Section):
         default_factory=lambda: list(REGRESSION_BASELINES))
 
 
-class MonthSection(Section):
+class MonthSection(TrainingSection):
     """The month of the year from one snapshot: a pooled graph CNN against per-station naive Bayes."""
 
     enabled: bool = True
@@ -131,16 +118,11 @@ class MonthSection(Section):
     #: SphericalCNN takes one width rule for every level: "mean" is recomputed per level ("paper" exists
     #: only as a computed number, right for the finest level alone)
     kernel_width: Literal["mean"] | PositiveFloat = "mean"
-    epochs: PositiveInt = 100
-    batch_size: PositiveInt = 32
-    lr: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0
-    dropout: float = Field(0.0, ge=0, lt=1)
     #: also score scikit-learn's shrinkage LDA on all stations at once (a reference, not per station)
     lda: bool = True
 
 
-class ExperimentConfig(Section):
+class ExperimentConfig(ExperimentBase):
     """Everything the experiment does; the defaults are the quick run."""
 
     output_dir: str = "out/stations"
@@ -170,7 +152,4 @@ class ExperimentConfig(Section):
         return self
 
 
-def load_config(source=None, overrides=()) -> ExperimentConfig:
-    """An :class:`ExperimentConfig` from a YAML path, a dict or ``None`` (the quick run), plus
-    ``key=value`` overrides; every problem is reported at once, naming the key."""
-    return _load(ExperimentConfig, source, list(overrides))
+load_config = ExperimentConfig.load

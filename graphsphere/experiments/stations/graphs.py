@@ -33,6 +33,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import ConvexHull, cKDTree
 
+from ...sampling import Sampling
+
 __all__ = [
     "KERNEL_WIDTHS",
     "local_coordinates",
@@ -51,7 +53,7 @@ KERNEL_WIDTHS = ("paper", "mean")
 
 
 def _xyz(points) -> np.ndarray:
-    xyz = np.asarray(points.xyz if hasattr(points, "xyz") else points, dtype=np.float64)
+    xyz = np.asarray(points.xyz if isinstance(points, Sampling) else points, dtype=np.float64)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"expected a sampling or unit vectors (n, 3), got shape {xyz.shape}")
     if not np.all(np.isfinite(xyz)):
