@@ -318,3 +318,16 @@ def test_points_coarsen_clusters():
         s.coarsen(factor=1)
     with pytest.raises(ValueError, match="at least 4 are needed"):
         s.coarsen(factor=200)
+
+
+def test_points_keep_their_own_copy_of_the_coordinates():
+    """Changing the caller's arrays afterwards changes neither the state nor the geometry (found by
+    mutation testing of sampling: the state held a view of the caller's array, the geometry did not)."""
+    lon = np.array([0.0, 90, 180, 270, 0, 0])
+    lat = np.array([0.0, 0, 0, 0, 90, -90])
+    s = Points(lon, lat)
+    before = s.to_state()
+    lon[0] = 45.0
+    lat[1] = 10.0
+    assert s.to_state() == before
+    np.testing.assert_allclose(s.xyz[0], [1, 0, 0], atol=1e-15)

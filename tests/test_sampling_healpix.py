@@ -126,3 +126,25 @@ def test_state_round_trip_and_compact_ranges():
     assert scattered.to_state()["indices"] == [7, 1, 30, 2]
     assert from_spec("healpix", nside=4, ranges=[[0, 3], [10, 12]]) == HEALPix(4, indices=[0, 1, 2, 10, 11])
     assert HEALPix(4, indices=[1, 2]) != HEALPix(4, indices=[2, 1])   # the order is the data's order
+
+
+def test_unseen_pixels_of_float32_maps_are_missing_too():
+    """float32's UNSEEN (-1.63750004e30) is not healpy.UNSEEN once cast to float64: a RING map with
+    UNSEEN holes, stored as float32, is still caught by the ordering check and still read as missing
+    (found by mutation testing of sampling: the check compared after the cast and saw no holes)."""
+    from graphsphere.data.skymaps import read_map_file
+    from graphsphere.sampling.healpix import check_map_order, unseen
+
+    nside = 32
+    m = hp.synfast(1.0 / (np.arange(3 * nside) + 1.0) ** 2, nside, new=True, pixwin=False)  # RING, smooth
+    holes = np.random.default_rng(0).choice(m.size, m.size // 10, replace=False)
+    m[holes] = hp.UNSEEN
+    assert int(unseen(m.astype(np.float32).astype(np.float64)).sum()) == int(hp.mask_bad(m.astype(np.float32)).sum())
+    for dtype in (np.float64, np.float32):
+        with pytest.raises(ValueError, match="RING"):
+            check_map_order(m.astype(dtype), nest=True)
+    import tempfile, os
+    path = os.path.join(tempfile.mkdtemp(), "m.npy")
+    np.save(path, m.astype(np.float32))
+    read = read_map_file(path, ordering="ring")[0, :, 0]
+    assert np.isnan(read).sum() == holes.size

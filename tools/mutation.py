@@ -75,7 +75,7 @@ MODULES: dict[str, Module] = {m.name: m for m in (
             "graphsphere/spectral")),
     Module("sampling", ("graphsphere/sampling/*.py",),
            ("tests/test_sampling_healpix.py", "tests/test_sampling_grids.py", "tests/test_clustering.py",
-            "graphsphere/sampling")),
+            "tests/test_sampling_mutants.py", "graphsphere/sampling")),
     Module("kernel_widths", ("graphsphere/kernel_widths.py",),
            ("tests/test_kernel_widths.py", "graphsphere/kernel_widths.py")),
     # graphsphere/nn/functional/ is left out: its kernels are C source in Python strings, which mutmut would

@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
 
 from ..sampling import HEALPix, check_nside
+from ..sampling.healpix import unseen
 from .registry import Params, Splits, register_dataset
 
 __all__ = ["read_map_file", "pixel_subset", "region_codes", "SkyDataset", "build_maps", "SPLITS"]
@@ -112,7 +113,7 @@ def read_map_file(path, nside: int | None = None, quantity: str = "intensive", f
         have = hp.npix2nside(m.shape[1])
     except ValueError:
         raise ValueError(f"{path}: {m.shape[1]} pixels per map is not a full HEALPix sky (12 nside^2)") from None
-    m[m == hp.UNSEEN] = np.nan
+    m[unseen(m)] = np.nan
     if nside is not None and check_nside(nside) != have:
         power = -2 if quantity == "extensive" else None
         m = np.stack([np.stack([_ud_grade(m[i, :, c], nside, power) for c in range(m.shape[2])], -1)

@@ -73,14 +73,15 @@ def xyz_to_lonlat(xyz: np.ndarray) -> np.ndarray:
 
 
 def check_lonlat(lon, lat) -> tuple[np.ndarray, np.ndarray]:
-    """Validate coordinates in degrees; return them as float64 1-D arrays.
+    """Validate coordinates in degrees; return them as new float64 1-D arrays (copies: a sampling
+    must not change when the caller changes its arrays).
 
     Raises ``ValueError`` naming the problem: NaN/Inf values, mismatched
     lengths, or latitudes outside [-90, 90] (a common sign of swapped
     lon/lat or radians passed as degrees).
     """
-    lon = np.asarray(lon, dtype=np.float64).ravel()
-    lat = np.asarray(lat, dtype=np.float64).ravel()
+    lon = np.array(lon, dtype=np.float64).ravel()
+    lat = np.array(lat, dtype=np.float64).ravel()
     if lon.shape != lat.shape:
         raise ValueError(f"lon and lat must have the same length, got {lon.size} and {lat.size}")
     bad = ~(np.isfinite(lon) & np.isfinite(lat))

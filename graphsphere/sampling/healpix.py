@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from .base import Sampling
 
-__all__ = ["HEALPix", "check_nside", "extend_footprint", "check_map_order"]
+__all__ = ["HEALPix", "check_nside", "extend_footprint", "check_map_order", "unseen"]
 
 
 def check_nside(nside) -> int:
@@ -236,11 +236,21 @@ class HEALPix(Sampling):
         return m
 
 
+def unseen(m) -> np.ndarray:
+    """Where a map holds healpy's ``UNSEEN``, with healpy's own tolerance (``mask_bad``): float32's
+    UNSEEN, -1.63750004e30, is not ``healpy.UNSEEN`` once cast to float64.
+
+    >>> bool(unseen(np.float32(hp.UNSEEN).astype(np.float64))), bool(unseen(-1.6e30))
+    (True, False)
+    """
+    return np.isclose(m, hp.UNSEEN, rtol=1e-5, atol=0)
+
+
 def _roughness(m: np.ndarray, nside: int, nest: bool) -> float:
     """Mean squared difference between each pixel and its neighbours (pairs with a missing
     value, NaN or UNSEEN, left out)."""
     nb = hp.get_all_neighbours(nside, np.arange(m.size), nest=nest)
-    seen = np.isfinite(m) & (m != hp.UNSEEN)
+    seen = np.isfinite(m) & ~unseen(m)
     ok = (nb >= 0) & seen[None, :]
     ok &= seen[np.where(nb >= 0, nb, 0)]
     diff = np.where(ok, m[np.where(ok, nb, 0)] - np.where(seen, m, 0.0)[None, :], 0.0) ** 2
@@ -262,7 +272,7 @@ def check_map_order(m, nest: bool = True, ratio: float = 1.5) -> None:
         nside = hp.npix2nside(m.size)
     except ValueError:
         raise ValueError(f"a map of {m.size} pixels is not a full HEALPix map (12 nside^2 pixels)") from None
-    if nside < 4 or np.sum(np.isfinite(m) & (m != hp.UNSEEN)) < 0.1 * m.size:
+    if nside < 4 or np.sum(np.isfinite(m) & ~unseen(m)) < 0.1 * m.size:
         return
     here, there = _roughness(m, nside, nest), _roughness(m, nside, not nest)
     if here > ratio * there:
