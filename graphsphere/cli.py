@@ -32,6 +32,41 @@ COMMAND_MODULES = [
 ]
 
 
+_REQUIRED = "the following arguments are required: "
+#: How a missing positional is named in the one-line error of a sub-command.
+_NEEDS = {"CONFIG": "a CONFIG file (a YAML config, e.g. experiments/example_synthetic.yaml)",
+          "CHECKPOINT": "a CHECKPOINT file (e.g. out/runs/<run>/checkpoints/best.ckpt)",
+          "INPUT": "one or more INPUT map files (.npy, .fits, .nc)", "ACTION": "an ACTION (see --help)"}
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of a sub-command: a mistake prints that command's usage (not the top-level one),
+    ``key=value`` overrides may come anywhere after the config (before or after flags), a missing
+    config or checkpoint is said in words, and ``--debug`` is accepted after the command too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not any("--debug" in a.option_strings for a in self._actions):
+            self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and isinstance(getattr(namespace, "overrides", None), list):
+            late = [a for a in extras if "=" in a and not a.startswith("-")]
+            namespace.overrides = [*namespace.overrides, *late]
+            extras = [a for a in extras if a not in late]
+        if extras:  # here, not in the top-level parser: the usage shown is this command's
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return namespace, extras
+
+    def error(self, message):
+        if message.startswith(_REQUIRED):
+            names = message[len(_REQUIRED):].split(", ")
+            message = f"{self.prog.partition(' ')[2] or self.prog} needs " + " and ".join(
+                _NEEDS.get(n, n) for n in names)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -39,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="graphsphere", description="DeepSphere for modern PyTorch: graph-based spherical CNNs.")
     parser.add_argument("--version", action="version", version=f"graphsphere {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser

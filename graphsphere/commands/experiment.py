@@ -37,5 +37,6 @@ def register(sub) -> None:
     for name, (text, example) in EXPERIMENTS.items():
         p = sub.add_parser(name, help=text)
         p.add_argument("config", nargs="?", help="YAML config (default: the quick run)")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {example}")
+        p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                       help=f"config overrides, e.g. {example}")
         p.set_defaults(func=run, experiment=name)

@@ -10,7 +10,7 @@ Every command spells the same thing the same way:
 ``--cheb-terms K``    terms of the Chebyshev polynomial of a filter (degree K - 1)
 ``--out DIR``         the output folder, ``out/<command>`` unless given
 ``--device D``        ``auto`` (a GPU if there is one), ``cpu`` or ``cuda``
-``key=value``         config overrides, positional, after the config
+``key=value``         config overrides, positional, anywhere after the config
 ==================  =====================================================================
 
 Old spellings (``-k``, ``--k``, ``--K``, ``--nside``, ``--samplings``) still
@@ -145,4 +145,5 @@ def resolve_device(device: str) -> str:
 
 def add_overrides(p) -> None:
     """Positional ``key=value`` overrides (values read as YAML), after the config."""
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.nside=128")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. data.nside=128")

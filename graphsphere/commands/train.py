@@ -50,8 +50,8 @@ def _evaluate(args) -> int:
 
     overrides = list(args.overrides) + list(args.set or [])
     if args.set:
-        print("note: --set is deprecated; write the overrides after the checkpoint: "
-              + " ".join(args.set), file=sys.stderr)
+        print("warning: --set is deprecated and will be removed in the next release; write the overrides "
+              "after the checkpoint: graphsphere evaluate CHECKPOINT " + " ".join(args.set), file=sys.stderr)
     metrics = evaluate(args.checkpoint, split=args.split, overrides=overrides, batch_size=args.batch_size,
                        device=args.device, trust_code=args.trust_code)
     text = json.dumps(metrics, indent=2)
@@ -84,17 +84,18 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a model from a YAML config (resumes if interrupted)",
                        description="Train from a YAML config; overrides like trainer.max_epochs=3 follow it. "
                                    "Re-running the same command resumes from output_dir/checkpoints/last.ckpt.")
-    p.add_argument("config", help="YAML config (see experiments/example_*.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE", help="config overrides (YAML values)")
+    p.add_argument("config", metavar="CONFIG", help="YAML config (see experiments/example_*.yaml)")
+    p.add_argument("overrides", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="config overrides (YAML values), anywhere after CONFIG")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's trainer.accelerator)")
     p.add_argument("--verbose", action="store_true", help="print the table of the model's layers")
     p.add_argument("--trust-code", action="store_true", help=_TRUST)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on its data set's test (or val) split")
-    p.add_argument("checkpoint")
-    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
-                   help="change the data, e.g. data.noise=0.5 (YAML values)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint of graphsphere train (.ckpt)")
+    p.add_argument("overrides", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="change the data, e.g. data.noise=0.5 (YAML values), anywhere after CHECKPOINT")
     p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # before 0.2: --set KEY=VALUE
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--batch-size", type=int, default=None)
@@ -104,9 +105,10 @@ def register(sub) -> None:
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="run a checkpoint on maps (.npy, .fits, .nc)")
-    p.add_argument("checkpoint")
-    p.add_argument("input", nargs="+", help=".npy [n, npix(, C)], HEALPix .fits, or NetCDF .nc; several files: "
-                                           "their channels, in the order of the training inputs")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint of graphsphere train (.ckpt)")
+    p.add_argument("input", nargs="+", metavar="INPUT",
+                   help=".npy [n, npix(, C)], HEALPix .fits, or NetCDF .nc; several files: "
+                        "their channels, in the order of the training inputs")
     p.add_argument("--out", required=True, help="output file: .npy, .nc (NetCDF) or .fits (HEALPix maps)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

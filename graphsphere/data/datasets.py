@@ -277,4 +277,4 @@ def build_cosmology(sampling, task, seed, *, noise=0.0, test_fraction=0.2, val_f
 
 register_dataset("cosmology", params=_cosmology_params(),
                  hint="the maps are computed with pyccl and healpy, then cached, by "
-                      "graphsphere.data.cosmology.make_dataset: pip install 'graphsphere[cosmology]'")(build_cosmology)
+                      "graphsphere.data.cosmology.make_dataset: pip install -e '.[cosmology]' from the repository")(build_cosmology)

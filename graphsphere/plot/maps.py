@@ -88,7 +88,8 @@ def mollview(m, nest: bool | None = None, *, sampling=None, indices=None, nside:
     the rest of the sky is grey, as are NaN and ``healpy.UNSEEN`` pixels.
     ``nest`` (required unless ``sampling`` says it) is the map's ordering.
     A full-sky map that is much smoother read in the other ordering is
-    refused (``check_order=False`` draws it anyway). ``ax``: an axes to
+    refused, missing pixels or not, as ``HEALPix.check_map`` refuses it
+    (``check_order=False`` draws it anyway). ``ax``: an axes to
     replace by the map (any projection; healpy draws on its own axes at that
     place). Other keywords go to ``healpy.mollview`` (``rot``, ``coord``,
     ``norm``, ...). Returns healpy's axes.
@@ -115,7 +116,7 @@ def mollview(m, nest: bool | None = None, *, sampling=None, indices=None, nside:
     if flip not in ("astro", "geo"):
         raise ValueError(f"flip must be 'astro' or 'geo', got {flip!r}")
     m = np.where(np.isfinite(m), m, hp.UNSEEN)
-    if check_order and indices is None and not np.any(m == hp.UNSEEN):
+    if check_order and indices is None:  # missing pixels (NaN, UNSEEN) are left out of the check, not the map
         try:
             check_map_order(m, nest=nest)
         except ValueError as e:

@@ -452,7 +452,7 @@ def _pictures(cfg: ExperimentConfig, results: dict, out: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("[shapes] matplotlib missing: no pictures (pip install 'graphsphere[plot]')")
+        print("[shapes] matplotlib missing: no pictures (from the repository: pip install -e '.[plot]')")
         return
     _mesh_maps(cfg, plt, out / "mesh_maps.png")
     _precision_recall(results, plt, out / "precision_recall.png")
