@@ -308,12 +308,21 @@ class SphereGraph:
         """``(edge_index, edge_weight)`` torch tensors for torch_geometric:
         edge_index is (2, 2*n_edges) int64 (both directions), weights float32.
         torch_geometric's ``ChebConv`` needs ``lambda_max=graph.lambda_max``
-        (its default, 2, is another operator)."""
+        (its default, 2, is another operator): :meth:`to_pyg` carries it."""
         import torch
 
         coo = self.W.tocoo()
         ei = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
         return ei, torch.from_numpy(coo.data.astype(np.float32))
+
+    def to_pyg(self) -> dict:
+        """The export for torch_geometric with the largest eigenvalue it needs:
+        ``{"edge_index", "edge_weight", "lambda_max"}`` (:meth:`to_edge_index`
+        and :attr:`lambda_max`, a float), by torch_geometric's own names, so that
+        ``ChebConv(...)(x, **graph.to_pyg())`` filters as graphsphere's ChebConv
+        does, and ``torch_geometric.data.Data(x=x, **graph.to_pyg())`` keeps it."""
+        edge_index, edge_weight = self.to_edge_index()
+        return {"edge_index": edge_index, "edge_weight": edge_weight, "lambda_max": float(self.lambda_max)}
 
     # -- description & persistence -------------------------------------------
     def stats(self) -> dict[str, float]:

@@ -117,6 +117,9 @@ def test_validation_checks_the_sampling_without_building_it(monkeypatch, tmp_pat
         monkeypatch.setattr(cls, "_from_params", classmethod(no_build))
     cfg = load_config({**BASE, "sampling": {"type": "GaussLegendre", "nlat": 8}})
     assert cfg.sampling.args == {"nlat": 8}
+    cfg = load_config(BASE, ["sampling=gl:2048"])        # the short form too (building it takes seconds)
+    assert (cfg.sampling.type, cfg.sampling.args) == ("GaussLegendre", {"nlat": 2048})
+    assert load_config(BASE, ["sampling=equiangular-soft:8"]).sampling.args == {"nlat": 8, "nlon": 16, "poles": "SOFT"}
     assert "sampling (Equiangular): Equiangular needs the argument(s) nlon" in _err(
         {**BASE, "sampling": {"type": "Equiangular", "nlat": 8}})
     assert "sampling (Icosahedral): level 11 is above the supported maximum 10" in _err(
@@ -131,3 +134,25 @@ def test_the_engine_build_checks_array_contents():
     cfg = load_config({**BASE, "sampling": {"type": "HEALPix", "nside": 1, "indices": [0, 12]}})  # valid names
     with pytest.raises(ConfigError, match=r"sampling \(HEALPix\): pixel id 12 is out of range"):
         cfg.sampling.build()
+
+
+def test_sampling_accepts_the_command_lines_short_form(tmp_path):
+    """``sampling: "healpix:8"`` (YAML) and ``sampling=healpix:8`` (override) are ``--sampling``'s spec, read by
+    parse_spec into the mapping form (the same config, so a run resumes under either spelling); a bad spec is
+    parse_spec's own error, named under ``sampling``."""
+    from graphsphere.sampling import parse_spec
+
+    mapping = load_config({**BASE, "sampling": {"type": "HEALPix", "nside": 8}})
+    p = tmp_path / "short.yaml"
+    p.write_text('task: classification\nsampling: "healpix:8"\nmodel: {channels: [4], K: 2}\n')
+    for cfg in (load_config(p), load_config(BASE, ["sampling=healpix:8"])):
+        assert cfg.sampling.build() == mapping.sampling.build() == parse_spec("healpix:8")
+        assert cfg.to_dict()["sampling"] == mapping.to_dict()["sampling"] == {"type": "HEALPix", "nside": 8}
+    cfg = load_config(BASE, ["sampling=equiangular:8x16,poles=SOFT"])
+    assert cfg.sampling.build() == parse_spec("equiangular:8x16,poles=SOFT")
+    assert load_config(cfg.to_dict()).to_dict() == cfg.to_dict()      # config.yaml keeps the mapping form
+    for bad in ("healpx:8", "healpix:6", "healpix:nsid=4"):
+        with pytest.raises(ValueError) as parse_error:
+            parse_spec(bad)
+        assert f"sampling = {bad!r}: {parse_error.value}" in _err(BASE, [f"sampling={bad}"])
+    assert "did you mean 'healpix'?" in _err({**BASE, "sampling": "healpx:8"})

@@ -61,6 +61,7 @@ from .meshes import (
     load_mesh,
     random_perturbation,
 )
+from .progress import Progress
 from .registry import Params, Splits, register_dataset
 
 __all__ = ["CATEGORIES_CSV", "load_categories", "default_cache_dir", "MeshEntry", "ShapeCollection",
@@ -300,14 +301,8 @@ class ShapeCollection:
                           f"graphsphere), e.g. {damaged[0]}: projecting them again", stacklevel=2)
         if not todo:
             return out
-        bar = None
-        if progress:
-            try:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=sum(map(len, todo.values())), desc=desc, unit="sample")
-            except ImportError:
-                pass
+        # a bar on a terminal; redirected, a plain line every 30 s (a log gets no carriage-return frames)
+        bar = Progress(sum(map(len, todo.values())), f"{desc} (samples)", enabled=progress)
         tasks = [(str(self.entries[i].path), self.engine, self.directions,
                   [self.perturbation(*keys[k]) for k in ks]) for i, ks in todo.items()]
 
@@ -317,8 +312,8 @@ class ShapeCollection:
                 path = self.cache_path(*keys[k])
                 if path is not None:
                     _save(path, m)
-            if bar is not None:
-                bar.update(len(maps))
+            for _ in maps:
+                bar.update()
 
         try:
             if workers <= 1 or len(tasks) == 1:
@@ -333,8 +328,8 @@ class ShapeCollection:
                     for future in as_completed(futures):
                         store(futures[future], future.result())
         finally:
-            if bar is not None:
-                bar.close()
+            if bar.bar is not None and bar.done < bar.total:   # stopped early: close the terminal's bar
+                bar.bar.close()
         return out
 
 

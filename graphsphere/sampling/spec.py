@@ -30,7 +30,7 @@ import numpy as np
 
 from .base import Sampling, sampling_classes
 
-__all__ = ["check_spec", "from_spec", "from_state", "parse_spec", "sampling_names"]
+__all__ = ["check_spec", "from_spec", "from_state", "parse_spec", "sampling_names", "spec_params"]
 
 #: Other names of the samplings (lower case).
 ALIASES = {"gl": "GaussLegendre", "gauss-legendre": "GaussLegendre", "gauss_legendre": "GaussLegendre",
@@ -175,6 +175,20 @@ def parse_spec(text: str) -> Sampling:
     >>> parse_spec("healpix:16").npix, parse_spec("ico:2").npix, parse_spec("healpix:nside=4,nest=false").nest
     (3072, 162, False)
     """
+    name, params = spec_params(text)
+    try:
+        return from_spec(name, **params)
+    except TypeError as e:  # a required argument is missing
+        raise ValueError(f"{text!r}: {e}; e.g. healpix:64, equiangular:32x64, gl:48, icosahedral:5") from None
+
+
+def spec_params(text: str) -> tuple[str, dict[str, Any]]:
+    """The class name and arguments a short form ``NAME[:ARGS]`` stands for, without building anything
+    (configs validate them with :func:`check_spec`).
+
+    >>> spec_params("gl:48"), spec_params("equiangular:16")
+    (('GaussLegendre', {'nlat': 48}), ('Equiangular', {'nlat': 16, 'nlon': 32}))
+    """
     name, _, args = str(text).partition(":")
     cls = _resolve(name)
     params: dict[str, Any] = {}
@@ -193,7 +207,6 @@ def parse_spec(text: str) -> Sampling:
             params[main] = _value(item)
     if cls.__name__ == "Equiangular" and "nlon" not in params and isinstance(params.get("nlat"), int):
         params["nlon"] = 2 * params["nlat"]
-    try:
-        return from_spec(name, **params)
-    except TypeError as e:  # a required argument is missing
-        raise ValueError(f"{text!r}: {e}; e.g. healpix:64, equiangular:32x64, gl:48, icosahedral:5") from None
+    if name.strip().lower() == "equiangular-soft":  # the alias's own default, as in from_spec
+        params.setdefault("poles", "SOFT")
+    return cls.__name__, params

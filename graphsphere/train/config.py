@@ -38,7 +38,7 @@ from pydantic import (
 from ..config import ConfigError, Section, did_you_mean, load_config
 from ..data.registry import validate_params
 from ..models.registry import model_class
-from ..sampling import check_spec, from_spec
+from ..sampling import check_spec, from_spec, spec_params
 
 __all__ = ["Config", "ConfigError", "load_train_config", "DataConfig", "SamplingConfig", "ModelConfig",
            "OptimConfig", "TrainerConfig", "AUTOMATIC_MODEL_ARGS", "TASKS"]
@@ -54,10 +54,27 @@ class SamplingConfig(BaseModel):
     arguments (HEALPix ``indices``, Points ``lon``/``lat``) may be the path of
     an ``.npy`` file. Validation checks the name and the arguments
     (:func:`graphsphere.sampling.check_spec`) without building; the engine
-    builds with :meth:`build`, which checks the arrays' contents."""
+    builds with :meth:`build`, which checks the arrays' contents.
+
+    A string is the command line's short form (``sampling: "healpix:8"`` in
+    YAML, ``sampling=healpix:8`` as an override, as ``--sampling``), read by
+    :func:`graphsphere.sampling.spec_params` into the mapping form, without building
+    (``healpix:8`` is ``{type: HEALPix, nside: 8}``)."""
 
     model_config = ConfigDict(extra="allow")
     type: str = "HEALPix"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_form(cls, data):
+        if not isinstance(data, str):
+            return data
+        try:  # only the arguments written: the same config (and resumable run) as the mapping form
+            name, params = spec_params(data)
+            check_spec(name, **params)
+        except (TypeError, ValueError, FileNotFoundError) as e:
+            raise ConfigError([("sampling", f" = {data!r}: {e}")]) from None
+        return {"type": name, **params}
 
     @property
     def args(self) -> dict[str, Any]:
