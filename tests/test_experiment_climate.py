@@ -262,7 +262,7 @@ def test_reported_scores_are_the_engines(small_run):
             assert r["ap"][c] == pytest.approx(engine[f"test_ap_{c}"], abs=0.03)
 
 
-def test_tables_pictures_and_rerun(small_run):
+def test_tables_pictures_and_rerun(small_run, capsys):
     cfg, results = small_run
     out = Path(cfg.output_dir)
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
@@ -273,10 +273,49 @@ def test_tables_pictures_and_rerun(small_run):
         assert words in table
     for name in ("segmentation_maps.png", "pr_curves.png", "forecast_maps.png"):
         assert (out / name).stat().st_size > 20_000, name
+    capsys.readouterr()
     again = run(cfg.model_copy(update={"tasks": ["segmentation"]}))       # finished runs: re-evaluated only
     assert all(r["reused"] for r in again["segmentation"]["runs"])
     assert [r["map_events"] for r in again["segmentation"]["runs"]] == \
         [r["map_events"] for r in results["segmentation"]["runs"]]
+    said = [line for line in capsys.readouterr().out.splitlines() if " done: " in line]
+    assert [line.split(" done")[0] for line in said] == ["[climate] run 1/2", "[climate] run 2/2"]
+    assert said[0].endswith(" left") and said[1].endswith(", all done"), said
+    # merged, never shrunk: the forecast of the first invocation stays in the results and the tables
+    assert again["forecast"] == json.loads(json.dumps(results["forecast"]))
+    assert again["config"]["tasks"] == ["segmentation", "forecast"]
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(again))
+    assert "**Forecasting**" in (out / "results.md").read_text()
+
+
+def test_results_of_the_same_settings_merge_and_others_are_kept_aside(tmp_path, capsys):
+    from graphsphere.experiments.climate.runner import merge_results
+
+    def invocation(cfg, runs):
+        seg = [{"method": m, "seed": s, "mean_accuracy": acc} for m, s, acc in runs]
+        merged = merge_results(tmp_path, {"config": cfg.to_dict(), "segmentation": {"runs": seg, "sizes": {}}})
+        (tmp_path / "results.json").write_text(json.dumps(merged))
+        (tmp_path / "results.md").write_text("table\n")
+        return merged
+
+    cfg = load_config(None, ["tasks=[segmentation]", "segmentation.methods=[unet_weighted, pixel_weighted]"])
+    invocation(cfg, [("unet_weighted", 0, 0.5), ("pixel_weighted", 0, 0.4)])
+    fewer = cfg.model_copy(update={"seeds": [1], "segmentation": cfg.segmentation.model_copy(
+        update={"methods": ["pixel_weighted"]})})
+    merged = invocation(fewer, [("pixel_weighted", 1, 0.3)])
+    assert [(r["method"], r["seed"]) for r in merged["segmentation"]["runs"]] == \
+        [("unet_weighted", 0), ("pixel_weighted", 0), ("pixel_weighted", 1)]
+    assert merged["config"]["seeds"] == [0, 1]
+    assert merged["config"]["segmentation"]["methods"] == ["unet_weighted", "pixel_weighted"]
+    again = invocation(fewer, [("pixel_weighted", 1, 0.35)])                  # measured again: replaced
+    assert [r["mean_accuracy"] for r in again["segmentation"]["runs"]] == [0.5, 0.4, 0.35]
+    capsys.readouterr()
+    other = fewer.model_copy(update={"data": cfg.data.model_copy(update={"val_years": [1989]})})
+    fresh = invocation(other, [("pixel_weighted", 1, 0.2)])
+    assert len(fresh["segmentation"]["runs"]) == 1 and "kept as results_" in capsys.readouterr().out
+    kept = json.loads((tmp_path / f"results_{again['settings']}.json").read_text())
+    assert kept["segmentation"]["runs"] == again["segmentation"]["runs"]
+    assert (tmp_path / f"results_{again['settings']}.md").exists()
 
 
 # -- errors -----------------------------------------------------------------------------------------

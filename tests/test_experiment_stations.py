@@ -190,8 +190,8 @@ def test_per_station_linear_and_metrics_against_scikit_learn():
     for s in range(4):
         ok = np.isfinite(y[:, s])
         ref = LinearRegression().fit(x[ok, s], y[ok, s])
-        np.testing.assert_allclose(lin.coef[s, 1:], ref.coef_, atol=1e-10)
-        np.testing.assert_allclose(lin.coef[s, 0], ref.intercept_, atol=1e-10)
+        np.testing.assert_allclose(lin.coef_[s, 1:], ref.coef_, atol=1e-10)
+        np.testing.assert_allclose(lin.coef_[s, 0], ref.intercept_, atol=1e-10)
     pred = lin.predict(x)
     ok = np.isfinite(y)
     m = regression_metrics(pred, y, baseline=np.zeros_like(y))
@@ -223,6 +223,41 @@ def test_per_station_bayes_against_scipy_log_densities():
             ref[:, c] += np.where(np.isfinite(ll), ll, 0.0)
     np.testing.assert_allclose(nb.log_likelihood(test), ref, rtol=1e-10)
     np.testing.assert_array_equal(nb.predict(test), ref.argmax(1))
+
+
+def test_baselines_are_scikit_learn_estimators():
+    from sklearn.base import clone, is_classifier, is_regressor
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    from graphsphere.experiments.stations.baselines import PerStationBayes, PerStationLinear, regression_metrics
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 3, 2))
+    y = 0.8 * x[..., 1] + 0.1 * rng.normal(size=(60, 3))
+    y[0, 0] = np.nan
+    lin = PerStationLinear()
+    assert is_regressor(lin) and lin.get_params() == {}
+    with pytest.raises(NotFittedError):
+        check_is_fitted(lin)
+    lin.fit(x, y)
+    check_is_fitted(lin)
+    assert sorted(k for k in vars(lin) if k.endswith("_")) == ["coef_", "means_"]
+    assert not hasattr(clone(lin), "coef_")                       # a clone is unfitted
+    assert lin.score(x, y) == pytest.approx(regression_metrics(lin.predict(x), y)["r2"]) and lin.score(x, y) > 0.9
+
+    months = np.repeat(np.arange(12), 5)
+    xm = (np.sin(2 * np.pi * months / 12)[:, None] + 0.1 * rng.normal(size=(60, 3)))[..., None]
+    nb = PerStationBayes(n_classes=12, var_floor=0.05)
+    assert is_classifier(nb) and nb.get_params() == {"n_classes": 12, "var_floor": 0.05}
+    twin = clone(nb).set_params(var_floor=0.2)
+    assert twin.get_params()["var_floor"] == 0.2 and nb.var_floor == 0.05 and not hasattr(twin, "mu_")
+    nb.fit(xm, months)
+    assert nb.score(xm, months) == pytest.approx(np.mean(nb.predict(xm) == months))
+    np.testing.assert_array_equal(nb.classes_, np.arange(12))
+    # parameters are stored as given, read at fit: set_params changes the next fit
+    wide = clone(nb).set_params(var_floor=1e6).fit(xm, months)
+    assert (wide.var_ > nb.var_).all()
 
 
 # -- the model -------------------------------------------------------------------------------------

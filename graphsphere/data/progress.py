@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["Progress", "duration"]
+__all__ = ["Progress", "SweepClock", "duration"]
 
 
 class Progress:
@@ -60,6 +60,47 @@ class Progress:
             print(f"{self.desc}: {self.done}/{self.total} ({100 * self.done / self.total:.0f}%), "
                   f"{duration(elapsed)} elapsed" + (f", about {duration(left)} left" if self.done < self.total
                                                      else ""), file=self.stream, flush=True)
+
+
+class SweepClock:
+    """``run i/N`` tags and ``elapsed ..., about ... left`` for the runs of a sweep. The time left is
+    estimated per kind of run from the runs of that kind done so far (an SVM takes seconds, a network
+    minutes); a kind not yet seen counts as the mean of all the runs done.
+
+    >>> clock = SweepClock(["svm", "net", "net"])
+    >>> clock.tag
+    'run 1/3'
+    >>> clock.finished("svm", 4.0).split(", ")[1]
+    'about 8 s left'
+    >>> clock.tag, clock.finished("net", 60.0).split(", ")[1]
+    ('run 2/3', 'about 1 min 00 s left')
+    >>> clock.finished("net", 50.0).split(", ")[1]
+    'all done'
+    """
+
+    def __init__(self, plan: list[str]):
+        self.plan, self.done = list(plan), 0
+        self.start = time.perf_counter()
+        self.times: dict[str, list[float]] = {}
+
+    @property
+    def tag(self) -> str:
+        """``run i/N`` of the run about to start (1-based)."""
+        return f"run {self.done + 1}/{len(self.plan)}"
+
+    def finished(self, kind: str, seconds: float) -> str:
+        """Count a run of ``kind`` that took ``seconds``; returns ``elapsed ..., about ... left`` (or
+        ``..., all done`` after the last run)."""
+        self.done += 1
+        self.times.setdefault(kind, []).append(float(seconds))
+        seen = [t for ts in self.times.values() for t in ts]
+        left = sum(_mean(self.times.get(k, seen)) for k in self.plan[self.done:])
+        text = f"elapsed {duration(time.perf_counter() - self.start)}"
+        return text + (f", about {duration(left)} left" if self.done < len(self.plan) else ", all done")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def duration(seconds: float) -> str:

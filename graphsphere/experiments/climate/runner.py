@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FORECAST_LABELS, LABELS, ExperimentConfig, load_config
+from ...data.progress import SweepClock
+from ..results import previous_results, settings_digest
+from .config import FORECAST_LABELS, FORECAST_METHODS, LABELS, SEGMENTATION_METHODS, ExperimentConfig, load_config
 
 __all__ = ["run", "format_tables", "segmentation_scores", "forecast_scores", "PAPER"]
 
@@ -185,7 +187,21 @@ def _say(msg: str) -> None:
     print(f"[climate] {msg}", flush=True)
 
 
-def _segmentation(cfg: ExperimentConfig, out: Path, fields) -> dict:
+#: forecasts made without a network (and without a seed: run once)
+_NO_TRAINING = ("persistence", "climatology")
+
+
+def _plan(cfg: ExperimentConfig) -> list[str]:
+    """The network runs of the sweep in their order, one kind per task and method (for the time left)."""
+    plan = []
+    if "segmentation" in cfg.tasks:
+        plan += [f"segmentation {m}" for _ in cfg.seeds for m in cfg.segmentation.methods]
+    if "forecast" in cfg.tasks:
+        plan += [f"forecast {m}" for _ in cfg.seeds for m in cfg.forecast.methods if m not in _NO_TRAINING]
+    return plan
+
+
+def _segmentation(cfg: ExperimentConfig, out: Path, fields, clock: SweepClock) -> dict:
     from ...data.climate_datasets import segmentation_task
 
     s, d = cfg.segmentation, cfg.data
@@ -193,16 +209,19 @@ def _segmentation(cfg: ExperimentConfig, out: Path, fields) -> dict:
     y_test = np.asarray(task.y["test"])
     runs, predictions = [], {}
     plan = [(m, seed) for seed in cfg.seeds for m in s.methods]
-    for i, (method, seed) in enumerate(plan):
-        _say(f"segmentation {i + 1}/{len(plan)}: {LABELS[method]}, seed {seed} ...")
+    for method, seed in plan:
+        tag = clock.tag
+        _say(f"{tag}: segmentation, {LABELS[method]}, seed {seed} ...")
+        t0 = time.perf_counter()
         proba, n, secs, reused, run_dir = _network(cfg, out, "segmentation", method, seed, task.x["test"])
         scores = segmentation_scores(proba, y_test)
         if seed == cfg.seeds[0]:
             predictions[method] = proba.argmax(-1).astype(np.int8)
         runs.append({"method": method, "seed": seed, "params": n, "seconds": round(secs, 1), "reused": reused,
                      "run": run_dir.name, **scores})
-        _say(f"  mean accuracy {100 * scores['mean_accuracy']:.1f}%, mAP (events) {100 * scores['map_events']:.1f}%"
-             f" ({'re-evaluated' if reused else f'{secs:.0f} s'})")
+        _say(f"{tag} done: mean accuracy {100 * scores['mean_accuracy']:.1f}%, mAP (events) "
+             f"{100 * scores['map_events']:.1f}% ({'re-evaluated' if reused else f'in {secs:.0f} s'}); "
+             f"{clock.finished(f'segmentation {method}', time.perf_counter() - t0)}")
     sizes = {k: int(len(v)) for k, v in task.x.items()}
     freq = {k: v["frequency_target" if s.labels == "target" else "frequency_source"]
             for k, v in task.label_check.items()}
@@ -211,7 +230,7 @@ def _segmentation(cfg: ExperimentConfig, out: Path, fields) -> dict:
             "_task": task, "_predictions": predictions}
 
 
-def _forecast(cfg: ExperimentConfig, out: Path, fields) -> dict:
+def _forecast(cfg: ExperimentConfig, out: Path, fields, clock: SweepClock) -> dict:
     from ...data.climate_datasets import forecast_task
 
     f, d = cfg.forecast, cfg.data
@@ -221,15 +240,16 @@ def _forecast(cfg: ExperimentConfig, out: Path, fields) -> dict:
     area = np.asarray(fields.sampling.area, dtype=np.float64)
     runs, forecasts = [], {}
     plan = [(m, seed) for seed in cfg.seeds for m in f.methods]
-    for i, (method, seed) in enumerate(plan):
-        if method in ("persistence", "climatology"):
+    for method, seed in plan:
+        tag, t0 = None, time.perf_counter()
+        if method in _NO_TRAINING:
             if seed != cfg.seeds[0]:
                 continue                             # no training, nothing to replicate
-            t0 = time.perf_counter()
             fc = task.persistence["test"] if method == "persistence" else clim
             n, secs, reused, name = 0, time.perf_counter() - t0, False, None
         else:
-            _say(f"forecast {i + 1}/{len(plan)}: {FORECAST_LABELS[method]}, seed {seed} ...")
+            tag = clock.tag
+            _say(f"{tag}: forecast, {FORECAST_LABELS[method]}, seed {seed} ...")
             pred, n, secs, reused, run_dir = _network(cfg, out, "forecast", method, seed, task.x["test"])
             fc, name = task.values("test", pred), run_dir.name
         scores = forecast_scores(fc, observed, clim, area)
@@ -237,7 +257,12 @@ def _forecast(cfg: ExperimentConfig, out: Path, fields) -> dict:
             forecasts[method] = np.asarray(fc, np.float32)
         runs.append({"method": method, "seed": seed, "params": n, "seconds": round(secs, 1), "reused": reused,
                      "run": name, **scores})
-        _say(f"  {FORECAST_LABELS[method]}: RMSE u {scores['rmse'][0]:.3f}, v {scores['rmse'][1]:.3f} m/s")
+        rmse = f"RMSE u {scores['rmse'][0]:.3f}, v {scores['rmse'][1]:.3f} m/s"
+        if tag is None:
+            _say(f"{FORECAST_LABELS[method]}: {rmse}")
+        else:
+            _say(f"{tag} done: {rmse} ({'re-evaluated' if reused else f'in {secs:.0f} s'}); "
+                 f"{clock.finished(f'forecast {method}', time.perf_counter() - t0)}")
     sizes = {k: int(len(v)) for k, v in task.x.items()}
     return {"runs": runs, "sizes": sizes, "channels": list(task.channels),
             "years": {k: v.tolist() for k, v in task.years.items()},
@@ -245,8 +270,9 @@ def _forecast(cfg: ExperimentConfig, out: Path, fields) -> dict:
 
 
 def run(cfg: ExperimentConfig | dict | None = None) -> dict:
-    """Run the experiment; returns the results (also written to ``output_dir/results.json``, with
-    the tables in ``results.md`` and the pictures beside them)."""
+    """Run the experiment; returns the results, merged with the earlier runs of the same settings in
+    ``output_dir`` (:func:`merge_results`), also written to ``output_dir/results.json``, with the
+    tables in ``results.md`` and the pictures (of this invocation's tasks) beside them."""
     from ...data.climate_datasets import climate_fields
     from ...files import atomic_write
     from . import baselines  # noqa: F401  (registers PixelNet for the engine)
@@ -268,12 +294,14 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
          f"({cfg.data.regrid}) to {sampling.npix} pixels, land fraction from ETOPO, in {data_seconds:.0f} s")
     results = {"config": cfg.to_dict(), "sampling": sampling.to_state(), "npix": int(sampling.npix),
                "data_seconds": round(data_seconds, 1)}
+    clock = SweepClock(_plan(cfg))
+    _say(f"{len(clock.plan)} network runs")
     if "segmentation" in cfg.tasks:
-        results["segmentation"] = _segmentation(cfg, out, fields)
+        results["segmentation"] = _segmentation(cfg, out, fields, clock)
     if "forecast" in cfg.tasks:
-        results["forecast"] = _forecast(cfg, out, fields)
+        results["forecast"] = _forecast(cfg, out, fields, clock)
     results["total_seconds"] = round(time.perf_counter() - t_start, 1)
-    public = _public(results)
+    public = merge_results(out, _public(results))
     table = format_tables(public)
     with atomic_write(out / "results.json", "w") as fh:
         fh.write(json.dumps(public, indent=1))
@@ -282,6 +310,39 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
     print(table, flush=True)
     _pictures(cfg, results, fields, out)
     return public
+
+
+# -- results of several invocations ----------------------------------------------------------------
+#: What may change between invocations whose results merge: the sweep itself (and where it prints).
+_SWEEP = frozenset({"tasks", "seeds", "segmentation.methods", "forecast.methods", "progress", "output_dir",
+                    "accelerator"})
+_ORDER = {"segmentation": SEGMENTATION_METHODS, "forecast": FORECAST_METHODS}
+
+
+def merge_results(out: Path, results: dict) -> dict:
+    """``results`` of this invocation merged with those in ``out/results.json`` of the same settings
+    (:mod:`..results`): a run (task, method, seed) measured again replaces the earlier one, the others
+    stay, a task not run this time keeps its earlier block; the config's tasks, seeds and methods become
+    the union, so the tables never shrink."""
+    config = results["config"]
+    digest = settings_digest(config, _SWEEP)
+    old = previous_results(out, digest, "climate")
+    merged = {**results, "settings": digest, "config": {**config, **{t: dict(config[t]) for t in _ORDER}}}
+    tasks = [t for t in _ORDER if t in results or t in old]
+    for task in tasks:
+        if task not in results:
+            merged[task] = old[task]
+            continue
+        runs = {(r["method"], r["seed"]): r for r in old.get(task, {}).get("runs", [])}
+        runs.update({(r["method"], r["seed"]): r for r in results[task]["runs"]})
+        merged[task] = {**results[task], "runs": sorted(runs.values(), key=lambda r: (
+            _ORDER[task].index(r["method"]), r["seed"]))}
+    merged["config"]["tasks"] = tasks
+    runs = [r for t in tasks for r in merged[t]["runs"]]
+    merged["config"]["seeds"] = sorted({r["seed"] for r in runs}) or config["seeds"]
+    for task in tasks:
+        merged["config"][task]["methods"] = list(dict.fromkeys(r["method"] for r in merged[task]["runs"]))
+    return merged
 
 
 def _public(results: dict) -> dict:

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.progress import SweepClock
+from ..results import previous_results, settings_digest
 from .config import LABELS, METHODS, ExperimentConfig, load_config
 
 __all__ = ["format_table", "run", "PAPER_ORDER4", "merge_results", "accuracy_figure", "RunRecord"]
@@ -183,26 +185,6 @@ def _network(cfg: ExperimentConfig, method: str, order: int, noise: float, seed:
     return acc, sum(p.numel() for p in result.module.model.parameters()), False, run_dir.name
 
 
-class _Clock:
-    """``run i/N`` lines with the time left, estimated per method from the runs done so far (an SVM
-    takes seconds, a network minutes; a method not yet seen counts as the mean of those seen)."""
-
-    def __init__(self, plan: list[str]):
-        self.plan, self.done = plan, 0
-        self.start = time.perf_counter()
-        self.times: dict[str, list[float]] = {}
-
-    def finished(self, method: str, seconds: float) -> str:
-        from ...data.progress import duration
-
-        self.done += 1
-        self.times.setdefault(method, []).append(seconds)
-        mean_all = float(np.mean([t for ts in self.times.values() for t in ts]))
-        left = sum(float(np.mean(self.times[m])) if m in self.times else mean_all for m in self.plan[self.done:])
-        text = f"elapsed {duration(time.perf_counter() - self.start)}"
-        return text + (f", about {duration(left)} left" if self.done < len(self.plan) else ", all done")
-
-
 def _prepare_maps(cfg: ExperimentConfig) -> float:
     """Make every map the sweep needs (with progress), so that the runs only load them; returns seconds."""
     from ...data.cosmology import generate_maps
@@ -228,7 +210,7 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     plan = [m for _ in cfg.data.orders for _ in cfg.seeds for _ in cfg.noise_levels for m in cfg.methods]
-    clock = _Clock(plan)
+    clock = SweepClock(plan)
     print(f"[cosmology] {len(plan)} runs: orders {cfg.data.orders} x seeds {cfg.seeds} x noise levels "
           f"{[float(n) for n in cfg.noise_levels]} x {len(cfg.methods)} methods; results in {out}", flush=True)
     data_seconds = _prepare_maps(cfg)
@@ -245,7 +227,7 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
                                       "test": len(splits.test), "pixels per sample": splits.sampling.npix}
                 for method in cfg.methods:
                     t0 = time.perf_counter()
-                    tag = f"run {clock.done + 1}/{len(plan)}"
+                    tag = clock.tag
                     print(f"[cosmology] {tag}: order {order}, seed {seed}, noise {noise:g}, {LABELS[method]} ...",
                           flush=True)
                     if method.startswith("svm"):
@@ -274,35 +256,13 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
 
 # -- results of several invocations ----------------------------------------------------------------
 #: What may change between invocations whose results merge: the sweep itself (and where it prints).
-_SWEEP = {"methods", "noise_levels", "seeds", "progress", "output_dir"}
-
-
-def _settings_digest(config: dict) -> str:
-    """A digest of everything that makes runs comparable (all but the sweep's lists)."""
-    settings = {k: v for k, v in config.items() if k not in _SWEEP}
-    settings["data"] = {k: v for k, v in config["data"].items() if k != "orders"}
-    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+_SWEEP = frozenset({"methods", "noise_levels", "seeds", "progress", "output_dir", "data.orders"})
 
 
 def _previous(out: Path, digest: str) -> list[dict]:
-    """The runs recorded in ``out/results.json`` under the same settings. Results of other
-    settings (or of a version without per-run records) are kept aside as ``results_<digest>.*``."""
-    path = out / "results.json"
-    if not path.exists():
-        return []
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        old = {}
-    if old.get("settings") == digest and isinstance(old.get("runs"), list):
-        return old["runs"]
-    tag = old.get("settings") or time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
-    for name in ("results.json", "results.md"):
-        if (out / name).exists():
-            (out / name).replace(out / name.replace("results", f"results_{tag}"))
-    print(f"[cosmology] {path} holds results of other settings: kept as results_{tag}.json and .md; "
-          "the table starts over", flush=True)
-    return []
+    """The runs recorded in ``out/results.json`` under the same settings (others are kept aside)."""
+    old = previous_results(out, digest, "cosmology", usable=lambda old: isinstance(old.get("runs"), list))
+    return old.get("runs", [])
 
 
 def merge_results(out, cfg: ExperimentConfig, records, sizes: dict, data_seconds: float = 0.0,
@@ -313,7 +273,7 @@ def merge_results(out, cfg: ExperimentConfig, records, sizes: dict, data_seconds
     (methods, orders, noise levels, seeds) become the union, so the table never shrinks."""
     out = Path(out)
     config = cfg.model_dump()
-    digest = _settings_digest(config)
+    digest = settings_digest(config, _SWEEP)
     old_results = {}
     if (out / "results.json").exists():
         try:

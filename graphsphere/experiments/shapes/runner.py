@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.progress import SweepClock
 from ...files import atomic_write
 from .config import LABELS, ExperimentConfig, load_config
 
@@ -344,12 +345,14 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
     data_seconds = time.perf_counter() - t_start
     runs = []
     plan = [(protocol, method) for protocol in cfg.data.protocols for method in cfg.methods]
-    for k, (protocol, method) in enumerate(plan, 1):
-        print(f"[shapes] run {k}/{len(plan)}: {protocol}, {LABELS[method]} ...", flush=True)
+    clock = SweepClock([method for _, method in plan])
+    for protocol, method in plan:
+        tag, t0 = clock.tag, time.perf_counter()
+        print(f"[shapes] {tag}: {protocol}, {LABELS[method]} ...", flush=True)
         r = {"protocol": protocol, "method": method, **_train(cfg, method, protocol, sizes["train"])}
         how = "re-tested (trained earlier)" if r["retested"] else f"trained in {r['fit_seconds']:.0f} s"
-        print(f"[shapes] run {k}/{len(plan)} done: test accuracy {100 * r['test_acc_engine']:.1f}% (no "
-              f"augmentation), {how}", flush=True)
+        print(f"[shapes] {tag} done: test accuracy {100 * r['test_acc_engine']:.1f}% (no "
+              f"augmentation), {how}; {clock.finished(method, time.perf_counter() - t0)}", flush=True)
         runs.append(r)
     print("[shapes] testing (with test-time augmentation) and timing ...", flush=True)
     models = {}

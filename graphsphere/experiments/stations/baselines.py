@@ -11,12 +11,16 @@
 Missing inputs are filled with the station's training mean of that input (0 for departures, the
 climatology); missing targets are left out of fitting and of every metric.
 
+Both are scikit-learn estimators (``get_params``, ``set_params``, ``sklearn.base.clone``, ``score``;
+fitted attributes end in ``_``). Their inputs are (samples, stations, lags) arrays, not scikit-learn's
+(samples, features) tables, so scikit-learn's generic estimator checks do not apply.
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> x = rng.normal(size=(200, 3, 2)); y = 0.5 * x[..., 1] + 0.1 * rng.normal(size=(200, 3))
 >>> y[0, 0] = np.nan                                      # a missing target: left out
 >>> lin = PerStationLinear().fit(x, y)
->>> np.round(lin.coef[:, 2], 1).tolist()                  # the weight of the last lag at each station
+>>> np.round(lin.coef_[:, 2], 1).tolist()                  # the weight of the last lag at each station
 [0.5, 0.5, 0.5]
 >>> m = regression_metrics(lin.predict(x), y)
 >>> round(m["r2"], 2), m["n"]
@@ -26,6 +30,7 @@ climatology); missing targets are left out of fitting and of every metric.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 __all__ = [
     "PerStationBayes",
@@ -46,11 +51,12 @@ def climatology(x: np.ndarray) -> np.ndarray:
     return np.zeros(x.shape[:2])
 
 
-class PerStationLinear:
+class PerStationLinear(RegressorMixin, BaseEstimator):
     """``y[t, s] = a_s + sum_l b_sl x[t, s, l]``, fitted by least squares at each station ``s``.
 
     ``x`` (samples, stations, lags), NaN where missing (filled with the station's training mean of
-    that lag); ``y`` (samples, stations), NaN where missing (left out). ``coef`` (stations, 1 + lags).
+    that lag); ``y`` (samples, stations), NaN where missing (left out). Fitted: ``coef_`` (stations,
+    1 + lags: the intercept, then the lags) and ``means_`` (stations, lags: the fill values).
     """
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> PerStationLinear:
@@ -58,33 +64,43 @@ class PerStationLinear:
         if x.ndim != 3 or y.shape != x.shape[:2]:
             raise ValueError(f"x must be (samples, stations, lags) and y (samples, stations); got {x.shape}, {y.shape}")
         with np.errstate(invalid="ignore"):
-            self.means = np.where(np.isfinite(x).any(axis=0), np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0)
+            self.means_ = np.where(np.isfinite(x).any(axis=0), np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0)
                                   if np.isfinite(x).any() else 0.0, 0.0)
-        xf = _fill(x, self.means)
+        xf = _fill(x, self.means_)
         n_s, n_l = x.shape[1], x.shape[2]
-        self.coef = np.zeros((n_s, 1 + n_l))
+        self.coef_ = np.zeros((n_s, 1 + n_l))
         for s in range(n_s):
             ok = np.isfinite(y[:, s])
             if ok.sum() == 0:
                 continue                           # never observed: predicts 0 (the climatology)
             A = np.c_[np.ones(ok.sum()), xf[ok, s]]
-            self.coef[s] = np.linalg.lstsq(A, y[ok, s], rcond=None)[0]
+            self.coef_[s] = np.linalg.lstsq(A, y[ok, s], rcond=None)[0]
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        xf = _fill(np.asarray(x, np.float64), self.means)
-        return self.coef[None, :, 0] + np.einsum("nsl,sl->ns", xf, self.coef[:, 1:])
+        xf = _fill(np.asarray(x, np.float64), self.means_)
+        return self.coef_[None, :, 0] + np.einsum("nsl,sl->ns", xf, self.coef_[:, 1:])
+
+    def score(self, x: np.ndarray, y: np.ndarray, sample_weight=None) -> float:
+        """R^2 of the predictions of ``x``, pooled over every (sample, station) whose ``y`` is known
+        (as :func:`regression_metrics`; scikit-learn's default would average it over the stations
+        and refuse NaN)."""
+        if sample_weight is not None:
+            raise ValueError("PerStationLinear.score takes no sample_weight")
+        return regression_metrics(self.predict(x), y)["r2"]
 
     @property
     def n_params(self) -> int:
-        return int(self.coef.size)
+        return int(self.coef_.size)
 
 
-class PerStationBayes:
+class PerStationBayes(ClassifierMixin, BaseEstimator):
     """The month of the year (0-11) from one snapshot: at each station a Gaussian per month
     (mean and variance of the training values of that month), the log-likelihoods of the
     observed stations summed (naive Bayes, equal priors). ``x`` (samples, stations, 1), NaN where
-    missing (a missing station adds nothing); ``y`` (samples,) months.
+    missing (a missing station adds nothing); ``y`` (samples,) months. Fitted: ``mu_`` and ``var_``
+    (classes, stations), ``seen_`` (per class: present in training?), ``classes_`` (0 ..
+    ``n_classes`` - 1).
 
     >>> x = np.array([[[0.0]], [[10.0]], [[0.2]], [[9.8]]]); y = np.array([0, 6, 0, 6])
     >>> PerStationBayes(n_classes=12).fit(x, y).predict(np.array([[[1.0]], [[8.0]]])).tolist()
@@ -92,11 +108,13 @@ class PerStationBayes:
     """
 
     def __init__(self, n_classes: int = 12, var_floor: float = 1e-2):
-        self.n_classes, self.var_floor = int(n_classes), float(var_floor)
+        self.n_classes = n_classes
+        self.var_floor = var_floor
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> PerStationBayes:
         v = np.asarray(x, np.float64)[..., 0]
         y = np.asarray(y)
+        n_classes, var_floor = int(self.n_classes), float(self.var_floor)
         ok = np.isfinite(v)
         with np.errstate(invalid="ignore", divide="ignore"):
             # a station never observed in some month stands in with its all-months Gaussian
@@ -104,33 +122,35 @@ class PerStationBayes:
             mean_all = np.where(n_all > 0, np.where(ok, v, 0).sum(axis=0) / np.maximum(n_all, 1), 0.0)
             var_all = np.where(n_all > 1, np.where(ok, (v - mean_all) ** 2, 0).sum(axis=0) / np.maximum(n_all - 1, 1),
                                1.0)
-            floor = self.var_floor * np.maximum(var_all, 1e-12)
-            mu = np.tile(mean_all, (self.n_classes, 1))
-            var = np.tile(np.maximum(var_all, floor), (self.n_classes, 1))
-            for c in range(self.n_classes):
+            floor = var_floor * np.maximum(var_all, 1e-12)
+            mu = np.tile(mean_all, (n_classes, 1))
+            var = np.tile(np.maximum(var_all, floor), (n_classes, 1))
+            for c in range(n_classes):
                 rows, rok = v[y == c], ok[y == c]
                 n = rok.sum(axis=0)
                 m = np.where(rok, rows, 0).sum(axis=0) / np.maximum(n, 1)
                 s2 = np.where(rok, (rows - m) ** 2, 0).sum(axis=0) / np.maximum(n - 1, 1)
                 mu[c] = np.where(n > 0, m, mu[c])
                 var[c] = np.where(n > 1, np.maximum(s2, floor), var[c])
-        self.mu, self.var = mu, var
-        self.seen = np.isin(np.arange(self.n_classes), y)      # a month never seen in training is never predicted
+        self.mu_, self.var_ = mu, var
+        self.classes_ = np.arange(n_classes)
+        self.seen_ = np.isin(self.classes_, y)      # a month never seen in training is never predicted
         return self
 
     def log_likelihood(self, x: np.ndarray) -> np.ndarray:
         """(samples, classes): the summed log-likelihood of each month over the observed stations."""
         v = np.asarray(x, np.float64)[..., 0]                         # (n, S)
-        ll = -0.5 * ((v[:, None, :] - self.mu[None]) ** 2 / self.var[None] + np.log(2 * np.pi * self.var[None]))
+        ll = -0.5 * ((v[:, None, :] - self.mu_[None]) ** 2 / self.var_[None]
+                     + np.log(2 * np.pi * self.var_[None]))
         total = np.where(np.isfinite(v)[:, None, :], ll, 0.0).sum(axis=2)
-        return np.where(self.seen[None], total, -np.inf)
+        return np.where(self.seen_[None], total, -np.inf)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.argmax(self.log_likelihood(x), axis=1)
 
     @property
     def n_params(self) -> int:
-        return int(self.mu.size + self.var.size)
+        return int(self.mu_.size + self.var_.size)
 
 
 def regression_metrics(pred: np.ndarray, truth: np.ndarray, baseline: np.ndarray | None = None) -> dict:

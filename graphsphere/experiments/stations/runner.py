@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.progress import SweepClock
 from .config import ExperimentConfig, load_config
 
 __all__ = ["data_params", "format_tables", "network_label", "run"]
@@ -125,28 +126,9 @@ def _train_or_reuse(cfg: ExperimentConfig, out: Path, task: str, net: str | None
     return best, info["params"], info.get("train_seconds"), True, run_dir.name
 
 
-class _Clock:
-    """``elapsed ..., about ... left``, from the mean time of the runs of each kind done so far."""
-
-    def __init__(self, kinds: list[str]):
-        self.kinds, self.done, self.start, self.times = kinds, 0, time.perf_counter(), {}
-
-    def finished(self, kind: str, seconds: float) -> str:
-        self.done += 1
-        self.times.setdefault(kind, []).append(seconds)
-        seen = [t for ts in self.times.values() for t in ts]
-        left = sum(float(np.mean(self.times.get(k, seen))) for k in self.kinds[self.done:])
-        text = f"elapsed {_duration(time.perf_counter() - self.start)}"
-        return text + (f", about {_duration(left)} left" if self.done < len(self.kinds) else ", all done")
-
-
-def _duration(s: float) -> str:
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
-
-
 # -- the tasks -------------------------------------------------------------------------------------
 
-def _regression(cfg: ExperimentConfig, out: Path, splits, clock: _Clock, plan: list) -> dict:
+def _regression(cfg: ExperimentConfig, out: Path, splits, clock: SweepClock) -> dict:
     from ...train import predict
     from .baselines import (
         PerStationLinear,
@@ -176,7 +158,7 @@ def _regression(cfg: ExperimentConfig, out: Path, splits, clock: _Clock, plan: l
 
     for b in cfg.regression.baselines:
         t0 = time.perf_counter()
-        tag = f"run {clock.done + 1}/{len(plan)}"
+        tag = clock.tag
         if b == "climatology":
             rec = score(b, None, None, clim_pred, 0, time.perf_counter() - t0)
         else:
@@ -192,7 +174,7 @@ def _regression(cfg: ExperimentConfig, out: Path, splits, clock: _Clock, plan: l
     for net, n in cfg.regression.networks.items():
         for K in cfg.regression.K:
             for seed in cfg.seeds:
-                tag = f"run {clock.done + 1}/{len(plan)}"
+                tag = clock.tag
                 _log(f"{tag}: regression, {network_label(net, n.channels)}, K={K}, seed {seed} ...")
                 t0 = time.perf_counter()
                 best, params, train_seconds, retested, run_name = _train_or_reuse(cfg, out, "regression", net, K,
@@ -211,7 +193,7 @@ def _regression(cfg: ExperimentConfig, out: Path, splits, clock: _Clock, plan: l
             "_preds": {f"{m}|{K}": ps[0] for (m, K), ps in preds.items()}, "_truth": truth, "_data": data}
 
 
-def _month(cfg: ExperimentConfig, out: Path, splits, clock: _Clock, plan: list) -> dict:
+def _month(cfg: ExperimentConfig, out: Path, splits, clock: SweepClock) -> dict:
     from ...train import predict
     from .baselines import PerStationBayes, accuracy
 
@@ -225,7 +207,7 @@ def _month(cfg: ExperimentConfig, out: Path, splits, clock: _Clock, plan: list) 
         return m.tolist()
 
     t0 = time.perf_counter()
-    tag = f"run {clock.done + 1}/{len(plan)}"
+    tag = clock.tag
     x, y = data.x["train"], data.y["train"]          # the training years, as the networks' weights
     nb = PerStationBayes().fit(x, y)
     pred = nb.predict(data.x["test"])
@@ -244,7 +226,7 @@ def _month(cfg: ExperimentConfig, out: Path, splits, clock: _Clock, plan: list) 
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
         t0 = time.perf_counter()
-        tag = f"run {clock.done + 1}/{len(plan)}"
+        tag = clock.tag
         lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(np.nan_to_num(x[..., 0]), y)
         pred = lda.predict(np.nan_to_num(data.x["test"][..., 0]))     # a missing value: the station's mean
         records.append({"task": "month", "method": "lda", "K": None, "seed": None,
@@ -256,7 +238,7 @@ def _month(cfg: ExperimentConfig, out: Path, splits, clock: _Clock, plan: list) 
              f"{clock.finished('baseline', time.perf_counter() - t0)}")
     for K in cfg.month.K:
         for seed in cfg.seeds:
-            tag = f"run {clock.done + 1}/{len(plan)}"
+            tag = clock.tag
             _log(f"{tag}: month of the year, SphericalCNN {cfg.month.channels} K={K}, seed {seed} ...")
             t0 = time.perf_counter()
             best, params, train_seconds, retested, run_name = _train_or_reuse(cfg, out, "classification", None, K,
@@ -463,7 +445,7 @@ def run(cfg: ExperimentConfig | dict | str | None = None) -> dict:
         plan += [f"regression {n}" for n in cfg.regression.networks for _ in cfg.regression.K for _ in cfg.seeds]
     if cfg.month.enabled:
         plan += ["baseline"] * (2 if cfg.month.lda else 1) + ["month"] * (len(cfg.month.K) * len(cfg.seeds))
-    clock = _Clock(plan)
+    clock = SweepClock(plan)
     _log(f"{len(plan)} runs; results in {out}")
     results = {"config": cfg.model_dump(mode="json"), "selection": sel, "years": years, "units": data.series.units,
                "graph": {k: v for k, v in graph.items() if k != "spectral"},
@@ -471,12 +453,12 @@ def run(cfg: ExperimentConfig | dict | str | None = None) -> dict:
                             for k, v in graph["spectral"].items()}}
     reg = mon = None
     if cfg.regression.enabled:
-        reg = _regression(cfg, out, reg_splits, clock, plan)
+        reg = _regression(cfg, out, reg_splits, clock)
         results["regression"] = {"records": reg["records"], "per_station_mse": reg["per_station_mse"],
                                  "margins": margins(reg["records"], list(cfg.regression.networks)),
                                  "stations": data.series.ids.tolist()}
     if cfg.month.enabled:
-        mon = _month(cfg, out, month_splits, clock, plan)
+        mon = _month(cfg, out, month_splits, clock)
         results["month"] = mon
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     table = format_tables(results)
