@@ -32,6 +32,7 @@ import numpy as np
 
 from ...data.progress import SweepClock
 from ...files import atomic_write
+from ...plot.style import DPI
 from .config import LABELS, ExperimentConfig, load_config
 
 __all__ = ["run", "format_table", "precision_recall_curve", "PAPER_SHREC17"]
@@ -491,12 +492,13 @@ def _mesh_maps(cfg: ExperimentConfig, plt, path: Path) -> None:
     ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1), xticks=[], yticks=[], zticks=[])
     ax.set_title(f"{name} ({category}),\nnormalised to the unit ball", fontsize=9)
     for c, channel in enumerate(CHANNELS):
+        unit = "unit-ball radii" if channel.endswith("distance") else "dimensionless"
         hp.mollview(maps[:, c], nest=True, fig=fig.number, sub=(2, 4, 2 + c + (c >= 3)), cmap="viridis",
                     title=channel.replace("_", " "), cbar=True, min=0, max=float(maps[:, c].max()) or 1.0,
-                    format="%.2f")
+                    format="%.2f", unit=unit, fontsize={"title": 10, "cbar_label": 7, "cbar_tick_label": 7})
     fig.suptitle(f"6 input maps, HEALPix nside {cfg.deepsphere.nside} ({sampling.npix} pixels): rays from the "
                  "centre, farthest hit of the mesh (top) and of its convex hull (bottom)", fontsize=10)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -515,7 +517,7 @@ def _precision_recall(results: dict, plt, path: Path) -> None:
     fig.suptitle(f"SHREC'17-style retrieval on the test split ({results['config']['data']['task']} task)",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
@@ -545,5 +547,5 @@ def _confusion(results: dict, plt, path: Path) -> None:
         else:
             ax.set_yticklabels([])
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="fraction of the true class")
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
