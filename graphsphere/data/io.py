@@ -120,16 +120,10 @@ def read_maps(path, sampling, channels: int, var: str | None = None, fits_fields
 def _netcdf_array(path: Path, sampling, var: str | None) -> np.ndarray:
     from scipy.io import netcdf_file
 
-    with netcdf_file(path, "r", mmap=False) as f:
-        names = [v for v in f.variables if v not in f.dimensions]
-        if var is None:
-            cands = [v for v in names if sampling.npix in f.variables[v].shape]
-            if len(cands) != 1:
-                raise ValueError(f"{path}: pick the variable with var= among {names} (variables with "
-                                 f"{sampling.npix} pixels: {cands})")
-            var = cands[0]
-        if var not in f.variables:
-            raise ValueError(f"{path}: no variable {var!r}; it has {names}")
+    from .skymaps import netcdf_variable
+
+    with netcdf_file(path, "r", mmap=False) as f:   # a map: a variable with the model's pixel count on an axis
+        var = netcdf_variable(f, path, var, lambda f, v: sampling.npix in f.variables[v].shape)
         return np.array(f.variables[var][:])
 
 

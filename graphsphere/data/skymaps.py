@@ -153,6 +153,21 @@ def _axis_kind(f, dim: str) -> str | None:
 _REGRIDDERS: dict = {}
 
 
+def netcdf_variable(f, path, var: str | None, is_map) -> str:
+    """The name of the variable to read from an open NetCDF file ``f``: ``var``, checked, or else the
+    file's one variable that ``is_map(f, name)`` accepts (both readers of maps use it)."""
+    names = [v for v in f.variables if v not in f.dimensions]
+    if var is None:
+        maps = [v for v in names if is_map(f, v)]
+        if len(maps) != 1:
+            raise ValueError(f"{path}: give the variable to read (data.variables in a config, --var for predict, "
+                             f"var= in Python) among {names} (maps among them: {maps})")
+        var = maps[0]
+    if var not in f.variables:
+        raise ValueError(f"{path}: no variable {var!r}; it has {names}")
+    return var
+
+
 def _read_netcdf(path: Path, var, nside, quantity: str, method: str, min_valid: float) -> tuple[np.ndarray, bool]:
     """A NetCDF variable: HEALPix values as stored (``latlon`` False), or a lat-lon field regridded
     to ``[n, 12 nside^2, 1]`` NESTED (``latlon`` True). Fill values are NaN either way."""
@@ -168,15 +183,7 @@ def _read_netcdf(path: Path, var, nside, quantity: str, method: str, min_valid: 
         return "healpix" if shape and _is_npix(shape[-1]) else None
 
     with netcdf_file(path, "r", mmap=False) as f:
-        names = [v for v in f.variables if v not in f.dimensions]
-        if var is None:
-            maps = [v for v in names if kind(f, v)]
-            if len(maps) != 1:
-                raise ValueError(f"{path}: give the variable to read (data.variables in a config, --var for predict, "
-                                 f"var= in Python) among {names} (maps among them: {maps})")
-            var = maps[0]
-        if var not in f.variables:
-            raise ValueError(f"{path}: no variable {var!r}; it has {names}")
+        var = netcdf_variable(f, path, var, kind)
         how, v = kind(f, var), f.variables[var]
         if how != "latlon":
             return _decode(v).astype(np.float64), False
