@@ -9,7 +9,10 @@ torch.Size([4, 2])
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..nn.conv import ChebConv
@@ -17,7 +20,7 @@ from ..nn.pool import GlobalPool, Pool
 from ..sampling import Sampling
 from .base import TASKS, Block, SphereModel, check_channels, check_choice, positive
 
-__all__ = ["SphericalCNN", "HEADS"]
+__all__ = ["SphericalCNN", "HEADS", "batch_hard_triplet_loss"]
 
 HEADS = ("conv", "global", "fc")
 
@@ -64,6 +67,12 @@ class SphericalCNN(SphereModel):
         Batch norm after every convolution but the head's.
     dropout : float
         Dropout before the head.
+    triplet_margin : float or None
+        Classification only: add ``triplet_weight`` times a batch-hard triplet margin loss on the
+        outputs (:func:`batch_hard_triplet_loss`, Euclidean distances) to the cross-entropy, as the
+        SHREC'17 model of the 2020 paper; None (the default): cross-entropy alone.
+    triplet_weight : float
+        The triplet loss's weight (positive).
 
     The published architectures (REFERENCE.md section 5)::
 
@@ -84,7 +93,8 @@ class SphericalCNN(SphereModel):
     def __init__(self, sampling: Sampling, in_channels: int, out_features: int, channels=(16, 32, 64), K: int = 5,
                  pool: str = "max", head: str = "global", global_pool: str = "mean",
                  task: str = "classification", k: int = 8, kernel_width: str | float = "auto",
-                 laplacian: str = "normalized", batchnorm: bool = True, dropout: float = 0.0):
+                 laplacian: str = "normalized", batchnorm: bool = True, dropout: float = 0.0,
+                 triplet_margin: float | None = None, triplet_weight: float = 1.0):
         channels = check_channels(channels)
         in_channels = positive(in_channels, "in_channels")
         out_features, K = positive(out_features, "out_features"), positive(K, "K")
@@ -97,10 +107,17 @@ class SphericalCNN(SphereModel):
         check_choice(task, "task", TASKS)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        triplet_weight = _positive_float(triplet_weight, "triplet_weight")
+        if triplet_margin is not None:
+            triplet_margin = _positive_float(triplet_margin, "triplet_margin")
+            if task != "classification":
+                raise ValueError(f"triplet_margin is for classification (labels say which outputs should be near), "
+                                 f"not task={task!r}; leave it None")
         super().__init__(sampling, dict(
             in_channels=in_channels, out_features=out_features, channels=list(channels), K=K, pool=pool, head=head,
             global_pool=global_pool, task=task, k=int(k), kernel_width=kernel_width, laplacian=laplacian,
-            batchnorm=bool(batchnorm), dropout=float(dropout)))
+            batchnorm=bool(batchnorm), dropout=float(dropout), triplet_margin=triplet_margin,
+            triplet_weight=triplet_weight))
         L = len(channels)
         levels = self.pyramid(L, range(L + 1 if head == "conv" else L), k, kernel_width, laplacian,
                               why=f"channels={tuple(channels)} needs {L} poolings")
@@ -140,7 +157,59 @@ class SphericalCNN(SphereModel):
         return self.fc(x.reshape(x.shape[0], -1))
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy on logits (classification) or mean squared error (regression)."""
+        """Cross-entropy on logits plus :meth:`auxiliary_loss` (classification), or mean squared
+        error (regression)."""
         if self.config["task"] == "classification":
-            return nn.functional.cross_entropy(output, target)
-        return nn.functional.mse_loss(output, target.reshape(output.shape).to(output.dtype))
+            return F.cross_entropy(output, target) + self.auxiliary_loss(output, target)
+        return F.mse_loss(output, target.reshape(output.shape).to(output.dtype))
+
+    def auxiliary_loss(self, output: torch.Tensor, target: torch.Tensor,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+        """What this model adds to its task's loss: ``triplet_weight`` times
+        :func:`batch_hard_triplet_loss` of the outputs with margin ``triplet_margin`` (0 without a
+        margin). Samples of weight 0 or label < 0 are left out. The training engine adds it to its
+        cross-entropy."""
+        margin = self.config.get("triplet_margin")
+        if margin is None:
+            return output.new_zeros(())
+        target = target.reshape(-1)
+        keep = target >= 0 if weight is None else (target >= 0) & (weight.reshape(-1) > 0)
+        return self.config["triplet_weight"] * batch_hard_triplet_loss(output[keep], target[keep], margin)
+
+
+def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """The batch-hard triplet margin loss (Hermans et al. 2017) of embeddings ``[n, d]`` with labels ``[n]``.
+
+    Every sample with another sample of its label (a positive) and one of another label (a negative)
+    is an anchor ``a``; its triplet takes its farthest positive ``p`` and its nearest negative ``n``,
+    by Euclidean distance (the distance of the SHREC'17 ranking by descriptors,
+    :func:`graphsphere.experiments.shapes.retrieval.retrieval_lists` with ``metric="euclidean"``).
+    The loss is the mean over anchors of ``max(0, |a - p| - |a - n| + margin)``
+    (``torch.nn.functional.triplet_margin_loss``); 0, with a gradient of 0, when no sample is an
+    anchor (one class only, or every class a singleton).
+
+    >>> e = torch.tensor([[0.0], [1.0], [3.0]])
+    >>> batch_hard_triplet_loss(e, torch.tensor([0, 0, 1]), margin=3.0)   # ((1 - 3 + 3) + (1 - 2 + 3)) / 2
+    tensor(1.5000)
+    >>> batch_hard_triplet_loss(e, torch.tensor([0, 0, 1]), margin=0.5)   # the margin is met
+    tensor(0.)
+    """
+    labels = labels.reshape(-1)
+    same = labels[:, None] == labels[None, :]
+    negatives = ~same
+    same.fill_diagonal_(False)
+    anchors = same.any(1) & negatives.any(1)
+    if not anchors.any():
+        return embeddings.sum() * 0.0
+    e = embeddings.float()
+    with torch.no_grad():                        # which triplets: no gradient through the choice
+        d = torch.cdist(e, e)
+    positive = d.masked_fill(~same, -math.inf).argmax(1)[anchors]
+    negative = d.masked_fill(~negatives, math.inf).argmin(1)[anchors]
+    return F.triplet_margin_loss(e[anchors], e[positive], e[negative], margin=margin)
+
+
+def _positive_float(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+        raise ValueError(f"{name} must be a positive number, got {v!r}")
+    return float(v)

@@ -226,7 +226,11 @@ class SphereTask(pl.LightningModule):
         if self.class_weights is not None:  # as torch's weighted mean: divided by the weights' sum
             w = w * self.class_weights[target.clamp(min=0)]
         ce = F.cross_entropy(out.reshape(-1, self.n_out).float(), target.clamp(min=0), reduction="none")
-        return (ce * w).sum() / w.sum().clamp(min=1e-12)
+        loss = (ce * w).sum() / w.sum().clamp(min=1e-12)
+        extra = getattr(self.model, "auxiliary_loss", None)  # a model's own term: SphericalCNN's triplet loss
+        if extra is not None and self.task == "classification":
+            loss = loss + extra(out.float(), target, w)  # samples of weight 0 left out there too
+        return loss
 
     def _check_output(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
         model = self.config.model.type

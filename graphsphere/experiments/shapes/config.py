@@ -77,6 +77,10 @@ class DeepSphereSection(TrainingSection):
     K: PositiveInt = 4
     pool: Literal["max", "avg"] = "max"
     global_pool: Literal["mean", "max"] = "mean"
+    #: the paper's triplet loss: the loss is cross-entropy + triplet_weight x a batch-hard triplet margin loss
+    #: on the network's outputs (Euclidean distances; SphericalCNN's triplet_margin); null: cross-entropy only
+    triplet_margin: PositiveFloat | None = None
+    triplet_weight: PositiveFloat = 1.0
 
     @model_validator(mode="after")
     def _check(self):

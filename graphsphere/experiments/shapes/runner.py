@@ -65,8 +65,11 @@ def _data_params(cfg: ExperimentConfig, protocol: str) -> dict:
 def _model_spec(cfg: ExperimentConfig, method: str) -> dict:
     if method == "deepsphere":
         n = cfg.deepsphere
-        return {"type": "SphericalCNN", "channels": list(n.channels), "K": n.K, "pool": n.pool, "head": "global",
+        spec = {"type": "SphericalCNN", "channels": list(n.channels), "K": n.K, "pool": n.pool, "head": "global",
                 "global_pool": n.global_pool}
+        if n.triplet_margin is not None:   # only then: runs without it keep their folders (digests)
+            spec.update(triplet_margin=n.triplet_margin, triplet_weight=n.triplet_weight)
+        return spec
     return {"type": "SHTCNN", "channels": list(cfg.sht_cnn.channels), "anchors": cfg.sht_cnn.anchors}
 
 
