@@ -189,6 +189,70 @@ def test_engines_agree():
     assert (embree[:, 0] == 0).any() and (embree[:, 0] > 0).any()  # both hits and misses compared
 
 
+def nested_shape():
+    """A torus around the z axis, a ball off the centre inside its hole, and a tilted slab across both: rays from
+    the centre cross up to 6 surfaces, and those along the axis (the centre is outside the torus) may miss."""
+    torus = trimesh.creation.torus(major_radius=0.75, minor_radius=0.2, major_sections=48, minor_sections=24)
+    ball = trimesh.creation.icosphere(subdivisions=3, radius=0.15).apply_translation((0.32, 0.1, 0.0))
+    slab = trimesh.creation.box(extents=(1.6, 0.8, 0.08))
+    slab.apply_transform(trimesh.transformations.rotation_matrix(0.4, [1, 0, 0]))
+    slab.apply_translation((0.1, 0.0, 0.35))
+    return trimesh.util.concatenate([torus, ball, slab])
+
+
+def all_hits_reference(mesh, directions):
+    """Distance, cos, sin of the farthest crossing of every ray from the origin, from trimesh's own intersector
+    listing all hits (the slow way the projection avoids); 0 where a ray meets nothing. Also the hits per ray."""
+    from trimesh.ray.ray_triangle import RayMeshIntersector
+
+    n = len(directions)
+    locations, ray, tri = RayMeshIntersector(mesh).intersects_location(np.zeros((n, 3)), directions,
+                                                                      multiple_hits=True)
+    along = np.einsum("ij,ij->i", locations, directions[ray])
+    farthest = np.full(n, -1)
+    for k in np.argsort(along):  # increasing distance: the last written is the farthest
+        farthest[ray[k]] = k
+    out = np.zeros((n, 3))
+    hit = farthest >= 0
+    cos = np.abs(np.einsum("ij,ij->i", mesh.face_normals[tri[farthest[hit]]], directions[hit]))
+    out[hit, 0], out[hit, 1], out[hit, 2] = along[farthest[hit]], cos, np.sqrt(1 - cos ** 2)
+    return out, np.bincount(ray, minlength=n)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_single_first_hit_equals_all_hits_reference(engine):
+    """One first-hit query a reversed ray (cast from outside towards the centre) gives the farthest of all the
+    crossings that trimesh's all-hits intersector lists, for the mesh and its hull, under a perturbation."""
+    mesh = nested_shape()
+    directions = np.random.default_rng(0).standard_normal((600, 3))  # generic: no ray meets an edge
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    p = random_perturbation(np.random.default_rng(4))._replace(translation=np.array([0.12, -0.08, 0.05]), scale=1.2)
+    maps = project(mesh, directions, *p, unit_ball=False, engine=engine)
+    moved = mesh.copy()
+    moved.apply_scale(p.scale)
+    moved.apply_transform(np.block([[p.rotation, np.zeros((3, 1))], [np.zeros((1, 3)), 1]]))
+    moved.apply_translation(p.translation)
+    reference, hits = all_hits_reference(moved, directions)
+    hull_reference, _ = all_hits_reference(meshes.convex_hull(moved), directions)
+    # the centre is outside every solid: each ray that meets the shape crosses it 2 or 4 times, so the farthest
+    # crossing is never the first; about a third of the rays miss
+    assert (hits >= 2).mean() > 0.5 and (hits >= 4).sum() > 30 and (hits == 0).sum() > 100
+    np.testing.assert_array_equal(maps[:, 0] == 0, hits == 0)
+    np.testing.assert_allclose(maps[:, :3], reference, atol=2e-6)
+    np.testing.assert_allclose(maps[:, 3:], hull_reference, atol=2e-6)
+
+
+def test_project_many_equals_project():
+    mesh = asymmetric_mesh()
+    ps = [random_perturbation(np.random.default_rng(k), "SO3", 0.1, (0.9, 1.1)) for k in range(3)]
+    projector = meshes.MeshProjector(mesh)
+    many = projector.project_many(HEALPIX8, ps)
+    assert many.shape == (3, HEALPIX8.npix, 6) and many.dtype == np.float32
+    for maps, p in zip(many, ps):
+        np.testing.assert_array_equal(maps, projector.project(HEALPIX8, *p))
+    assert np.abs(many[0] - many[1]).max() > 0.1
+
+
 # --- files --------------------------------------------------------------------------------------------
 
 TETRA = "OFF\n4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 2 1\n3 0 1 3\n3 0 3 2\n3 1 2 3\n"
@@ -232,6 +296,42 @@ def test_mixed_polygon_off_is_read(tmp_path):
     mesh = load_mesh(path)
     assert len(mesh.faces) == 6 and mesh.is_watertight
     assert np.isclose(mesh.volume, 1 / 3)
+
+
+def test_plain_off_reader_equals_trimesh(tmp_path):
+    """The fast reader of plain OFF files (triangles or quads) gives trimesh's vertices and faces exactly, and
+    leaves every other file to trimesh's reader."""
+    rng = np.random.default_rng(0)
+    vertices = rng.uniform(-1, 1, (30, 3)).round(7)
+    triangles = np.array([rng.choice(30, 3, replace=False) for _ in range(40)])
+    quads = np.array([rng.choice(30, 4, replace=False) for _ in range(20)])
+
+    def write(name, header, rows, extra="", comment_inside=False):
+        lines = ["# a comment line", header, f"{len(vertices)} {len(rows)} 0", ""]
+        lines += ["# a comment line after the header"] if comment_inside else []
+        lines += [" ".join(repr(float(x)) for x in v) + ("  # a comment after a vertex" if i == 3 else "")
+                  for i, v in enumerate(vertices)]
+        lines += [f"{len(r)} " + " ".join(map(str, r)) + extra for r in rows] + [""]
+        path = tmp_path / name
+        path.write_text("\n".join(lines))
+        return path
+
+    for path in (write("tri.off", "OFF", triangles), write("quad.off", "OFF", quads)):
+        fast, slow = meshes._read_plain_off(path), trimesh.load(path, force="mesh")
+        assert fast is not None and len(fast.faces) > 20
+        np.testing.assert_array_equal(fast.vertices, slow.vertices)
+        np.testing.assert_array_equal(fast.faces, slow.faces)
+    assert len(meshes._read_plain_off(tmp_path / "quad.off").faces) == 2 * len(quads)
+    # a comment line after the header (trimesh 5.2's comment stripping repeats the header there)
+    inside = meshes._read_plain_off(write("inside.off", "OFF", triangles, comment_inside=True))
+    np.testing.assert_array_equal(inside.vertices, meshes._read_plain_off(tmp_path / "tri.off").vertices)
+    # not plain: colours, mixed polygons, a face colour, a count that does not match, no faces
+    others = [write("coff.off", "COFF", triangles), write("mixed.off", "OFF", [*triangles[:5], *quads[:5]]),
+              write("coloured.off", "OFF", triangles, extra=" 255 0 0"), write("empty.off", "OFF", triangles[:0])]
+    (tmp_path / "short.off").write_text((tmp_path / "tri.off").read_text().rsplit("\n", 3)[0])
+    for path in [*others, tmp_path / "short.off"]:
+        assert meshes._read_plain_off(path) is None, path.name
+    assert len(load_mesh(tmp_path / "mixed.off").faces) == 5 + 2 * 5  # trimesh's reader, or ours, still reads it
 
 
 # --- the real meshes of libcgal-demo ----------------------------------------------------------------

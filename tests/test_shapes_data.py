@@ -15,7 +15,7 @@ pytest.importorskip("pydantic")
 import graphsphere as gs  # noqa: E402
 from graphsphere.config import ConfigError  # noqa: E402
 from graphsphere.data import shapes  # noqa: E402
-from graphsphere.data.meshes import CHANNELS, load_mesh, project  # noqa: E402
+from graphsphere.data.meshes import CHANNELS, MeshReadError, load_mesh, project  # noqa: E402
 from graphsphere.data.shapes import ShapeCollection, build_shapes, load_categories, plan_splits  # noqa: E402
 
 HEALPIX4 = gs.sampling.HEALPix(nside=4)
@@ -104,6 +104,18 @@ def test_collection_workers_give_the_same_maps(folder):
     np.testing.assert_array_equal(collection.samples(pairs, workers=2, progress=False),
                                   collection.samples(pairs, workers=1, progress=False))
 
+
+
+@pytest.mark.parametrize("padding", [0, 200_000])
+def test_collection_workers_report_a_broken_file(folder, padding):
+    """A file that cannot be read stops the parallel projection with the error naming it, whether this process
+    reads it (a small file: taken from the back of the queue while the workers start) or a worker does (a large
+    one: handed to the pool first)."""
+    (folder / "broken.off").write_text("OFF\n3 1 0\nthis is not a number\n" + "#" * padding + "\n")
+    categories = {"box.off": "a", "odd.ply": "b", "ball.stl": "a", "broken.off": "b"}
+    collection = ShapeCollection(HEALPIX4, folder, categories=categories, cache_dir=False)
+    with pytest.raises(MeshReadError, match="broken.off"):
+        collection.samples([(i, 0) for i in range(4)], workers=2, progress=False)
 
 def test_collection_selection_errors(folder):
     with pytest.raises(FileNotFoundError, match="nothere.off"):

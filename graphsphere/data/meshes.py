@@ -25,16 +25,21 @@ Choices, and why:
 * **Centre and scale.** The centre is the area-weighted centroid of the surface (trimesh's
   ``centroid``; robust to uneven vertex density, always inside the convex hull); the scale puts the
   farthest vertex at distance 1. Perturbations act after that: ``x -> scale * R x + translation``.
-* **Convex hull.** From qhull through trimesh; a flat mesh (all vertices in one plane) gets the flat
-  convex polygon, two-sided, as its hull.
-* **Reading files.** trimesh reads .off/.ply/.stl/.obj; degenerate (zero-area) faces are removed;
-  files whose OFF polygons trimesh cannot triangulate (mixed polygon sizes) are read by a small
-  OFF reader here that fan-triangulates each polygon (exact for convex polygons; a concave one is
-  approximated). A file without faces (a point set) is refused.
+* **Convex hull.** From qhull through trimesh, its faces wound as qhull gives them (only |cos| is
+  used); a flat mesh (all vertices in one plane) gets the flat convex polygon, two-sided, as its hull.
+* **Reading files.** Plain OFF files (header ``OFF``, all faces triangles or all quads: most of the
+  data set) are parsed by a fast reader here that gives trimesh's vertices and faces exactly; trimesh
+  reads the rest (.off/.ply/.stl/.obj); degenerate (zero-area) faces are removed; files whose OFF
+  polygons trimesh cannot triangulate (mixed polygon sizes) are read by a small OFF reader here that
+  fan-triangulates each polygon (exact for convex polygons; a concave one is approximated). A file
+  without faces (a point set) is refused.
 
-Ray engine: Intel Embree through the ``embreex`` package when it is installed (trimesh picks it up
-as ``trimesh.ray.ray_pyembree``), else trimesh's pure-Python intersector, which gives the same maps
-but is about a thousand times slower (tens of seconds per nside-32 sample): ``pip install embreex``.
+Ray engine: Intel Embree through the ``embreex`` package when it is installed, its scenes built as
+trimesh's ``ray_pyembree`` builds them and queried directly (the same hits, without trimesh's per-call
+work), else trimesh's pure-Python intersector, which gives the same maps but is about a thousand
+times slower (tens of seconds per nside-32 sample): ``pip install embreex``. Either way a mesh's ray
+structures are built once (:class:`MeshProjector`), each perturbation moves the rays instead of the
+mesh, and each ray is one first-hit query (see "Which hit").
 
 Collections of meshes, their cached samples and the ``shapes`` dataset: :mod:`graphsphere.data.shapes`.
 
@@ -53,6 +58,7 @@ Example
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -109,6 +115,41 @@ def _read_off(path: Path):
     return trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
 
 
+_OFF_HEADER = re.compile(r"\s*OFF\s+(\d+)\s+(\d+)\s+(\d+)\s")
+
+
+def _read_plain_off(path: Path):
+    """The common OFF file (header ``OFF``, 3 coordinates a vertex, all faces triangles or all quads, nothing
+    after them) read about 5 times faster than by trimesh's reader, with the same vertices and faces (quads
+    split as trimesh splits them). None for any other file, which then goes to trimesh's reader."""
+    import trimesh
+
+    text = path.read_bytes()
+    if b"#" in text:
+        text = re.sub(rb"#[^\n]*", b"", text)
+    match = _OFF_HEADER.match(text.decode("ascii", errors="replace")[:200])
+    if match is None:
+        return None
+    n_vertices, n_faces = int(match[1]), int(match[2])
+    tokens = text[match.end():].split()
+    if n_faces == 0 or len(tokens) < 3 * n_vertices + 1:
+        return None
+    k = int(tokens[3 * n_vertices]) if tokens[3 * n_vertices].isdigit() else 0
+    if k not in (3, 4) or len(tokens) != 3 * n_vertices + n_faces * (k + 1):
+        return None
+    try:
+        vertices = np.array(tokens[:3 * n_vertices], dtype=np.float64).reshape(n_vertices, 3)
+        rows = np.array(tokens[3 * n_vertices:], dtype=np.int64).reshape(n_faces, k + 1)
+    except ValueError:  # a token that is no number: trimesh's reader, or ours, says what is wrong
+        return None
+    if (rows[:, 0] != k).any():
+        return None
+    faces = trimesh.geometry.triangulate_quads(rows[:, 1:])
+    if faces.min() < 0 or faces.max() >= n_vertices:
+        return None  # trimesh's reader gives the error
+    return trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
+
+
 def load_mesh(path: str | os.PathLike):
     """Read a mesh file into a ``trimesh.Trimesh`` with its degenerate faces removed.
 
@@ -128,7 +169,9 @@ def load_mesh(path: str | os.PathLike):
     if not path.is_file():
         raise FileNotFoundError(f"mesh file {path} does not exist")
     try:
-        mesh = trimesh.load(path, force="mesh")
+        mesh = _read_plain_off(path) if path.suffix.lower() == ".off" else None
+        if mesh is None:
+            mesh = trimesh.load(path, force="mesh")
     except Exception as error:  # trimesh raises many kinds; all mean "cannot read"
         if path.suffix.lower() != ".off":
             raise MeshReadError(f"cannot read mesh file {path}: {type(error).__name__}: {error}") from error
@@ -186,7 +229,7 @@ def convex_hull(mesh):
     centred = points - points.mean(axis=0)
     _, singular, axes = np.linalg.svd(centred, full_matrices=False)
     if singular[2] > 1e-9 * singular[0]:
-        return trimesh.convex.convex_hull(mesh)
+        return trimesh.convex.convex_hull(mesh, repair=False)  # winding is irrelevant: |cos| is used
     # qhull cannot hull a flat set in 3-D: hull it in its plane, then fan the convex polygon
     polygon = ConvexHull(centred @ axes[:2].T).vertices  # counter-clockwise order
     fan = np.stack([np.full(len(polygon) - 2, polygon[0]), polygon[1:-1], polygon[2:]], axis=1)
@@ -245,8 +288,77 @@ def _directions(sampling) -> np.ndarray:
     return xyz / norms
 
 
+class _Surface:
+    """One surface (the mesh or its convex hull) ready for rays: its ray structure, and per face what turns a hit
+    into a distance and an angle (the unit normal, and the plane's offset n . x)."""
+
+    def __init__(self, mesh, engine: str):
+        self.mesh = mesh
+        self.normals = np.ascontiguousarray(mesh.face_normals)
+        self.offsets = np.einsum("ij,ij->i", self.normals, mesh.triangles[:, 0])
+        if engine == "embree":
+            # Embree's scene as trimesh's ray_pyembree builds it (float32, shifted to the bounding box's corner
+            # and zoomed to a diagonal of 100), called directly: the same hits without trimesh's per-call work
+            from embreex import rtcore_scene
+            from embreex.mesh_construction import TriangleMesh
+
+            vertices = np.asarray(mesh.vertices, dtype=np.float64)
+            self.shift, self.zoom = vertices.min(axis=0), 100.0 / mesh.scale
+            self.scene = rtcore_scene.EmbreeScene()
+            TriangleMesh(scene=self.scene, vertices=((vertices - self.shift) * self.zoom).astype(np.float32),
+                         indices=np.asarray(mesh.faces).astype(np.int32))
+        else:
+            self.intersector = _intersector(mesh, engine)
+
+    def first_faces(self, starts: np.ndarray, backwards: np.ndarray) -> np.ndarray:
+        """The first face each ray meets (-1: none). Embree takes float32 rays (see ``MeshProjector._project``)."""
+        if not hasattr(self, "scene"):  # trimesh's own intersector, in chunks
+            return np.concatenate([np.asarray(self.intersector.intersects_first(starts[a:a + _TRIANGLE_CHUNK],
+                                                                                backwards[a:a + _TRIANGLE_CHUNK]),
+                                              dtype=np.int64) for a in range(0, len(starts), _TRIANGLE_CHUNK)])
+        return self.scene.run(((starts.astype(np.float64) - self.shift) * self.zoom).astype(np.float32), backwards)
+
+    def maps(self, tri: np.ndarray, origin: np.ndarray, directions: np.ndarray, reach: float, scale: float,
+             out: np.ndarray) -> None:
+        """Distance, cos and sin of the farthest crossing of each ray's half-line into ``out`` [n, 3]."""
+        hit = tri >= 0
+        face = np.where(hit, tri, 0)
+        normals = self.normals[face]
+        # where the ray meets the hit face's plane, as a signed distance from the centre along the ray (float64,
+        # whatever precision the engine works in); a ray grazing its face takes the face's centre
+        facing = np.einsum("ij,ij->i", normals, directions)
+        grazing = np.abs(facing) < 1e-9
+        along = (self.offsets[face] - normals @ origin) / np.where(grazing, 1.0, facing)
+        grazing &= hit
+        if grazing.any():
+            centres = self.mesh.triangles_center[face[grazing]]
+            along[grazing] = np.einsum("ij,ij->i", centres - origin, directions[grazing])
+        keep = hit & (along >= -1e-9 * reach)  # a first hit behind the centre: nothing on the half-line
+        cos = np.minimum(np.abs(facing), 1.0)
+        out[:, 0] = np.where(keep, np.maximum(along, 0.0) * scale, 0.0)
+        out[:, 1] = np.where(keep, cos, 0.0)
+        out[:, 2] = np.where(keep, np.sqrt(1.0 - cos ** 2), 0.0)
+
+
+def _check_perturbation(rotation, translation, scale):
+    rotation = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
+    translation = np.zeros(3) if translation is None else np.asarray(translation, dtype=np.float64)
+    if rotation.shape != (3, 3) or not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6):
+        raise ValueError("rotation must be a 3 x 3 orthogonal matrix")
+    if translation.shape != (3,):
+        raise ValueError(f"translation must have 3 components, got shape {translation.shape}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale}")
+    return rotation, translation, float(scale)
+
+
 class MeshProjector:
-    """A mesh, its convex hull and their ray intersectors, built once to project many perturbations.
+    """A mesh, its convex hull and their ray structures, built once to project many perturbations.
+
+    The farthest crossing of a ray's half-line from the centre is found as the *first* hit of the reversed ray,
+    cast from outside the shape (beyond the farthest vertex) towards the centre: one first-hit query per ray, far
+    cheaper than listing every hit; a first hit behind the centre means nothing on the half-line. A perturbation
+    moves the rays (by the inverse transformation) rather than the mesh, so the ray structures are built once.
 
     Parameters
     ----------
@@ -271,31 +383,21 @@ class MeshProjector:
         # rays start beyond the farthest vertex from the local origin, so that their first hit is the
         # farthest crossing of the outward half-line
         self._radius = float(np.linalg.norm(self.mesh.vertices, axis=1).max())
-        self._parts = [(_intersector(m, self.engine), np.ascontiguousarray(m.face_normals),
-                        np.ascontiguousarray(m.triangles[:, 0]), np.ascontiguousarray(m.triangles_center))
-                       for m in (self.mesh, self.hull)]
+        self._surfaces = [_Surface(m, self.engine) for m in (self.mesh, self.hull)]
 
-    def _farthest_hits(self, part, origin, directions):
-        intersector, normals, corners, centres = part
-        n = len(directions)
+    def _project(self, directions: np.ndarray, rotation, translation, scale, out: np.ndarray) -> np.ndarray:
+        origin = rotation.T @ (-translation) / scale     # the sphere's centre in the mesh's frame
+        local = directions @ rotation                     # row i: rotation.T @ direction i
         reach = float(np.linalg.norm(origin)) + self._radius + 1.0
-        starts = origin + reach * directions
-        chunk = n if self.engine == "embree" else _TRIANGLE_CHUNK
-        tri = np.concatenate([np.asarray(intersector.intersects_first(starts[a:a + chunk], -directions[a:a + chunk]),
-                                         dtype=np.int64) for a in range(0, n, chunk)])
-        ray = np.flatnonzero(tri >= 0)
-        tri, u = tri[ray], directions[ray]
-        # where the ray meets the hit face's plane, as a signed distance from the centre along the ray
-        # (float64, whatever precision the engine works in); a ray grazing its face takes the face's centre
-        facing = np.einsum("ij,ij->i", normals[tri], u)
-        grazing = np.abs(facing) < 1e-9
-        along = np.where(grazing, np.einsum("ij,ij->i", centres[tri] - origin, u),
-                         np.einsum("ij,ij->i", normals[tri], corners[tri] - origin) / np.where(grazing, 1.0, facing))
-        keep = along >= -1e-9 * reach  # a first hit behind the centre: nothing on the half-line
-        ray, along, facing = ray[keep], np.maximum(along[keep], 0.0), np.abs(facing[keep])
-        out = np.zeros((n, 3))
-        cos = np.minimum(facing, 1.0)
-        out[ray, 0], out[ray, 1], out[ray, 2] = along, cos, np.sqrt(1.0 - cos ** 2)
+        starts = origin + reach * local                   # the reversed rays start outside the shape
+        if self.engine == "embree":  # float32 rays, exactly as trimesh's ray_pyembree would cast them
+            import trimesh
+
+            rays = starts.astype(np.float32), trimesh.util.unitize((-local).astype(np.float32)).astype(np.float32)
+        else:
+            rays = starts, -local
+        for k, surface in enumerate(self._surfaces):
+            surface.maps(surface.first_faces(*rays), origin, local, reach, scale, out[:, 3 * k:3 * k + 3])
         return out
 
     def project(self, sampling, rotation=None, translation=None, scale: float = 1.0) -> np.ndarray:
@@ -305,19 +407,17 @@ class MeshProjector:
         transformation; distances scale back by ``scale``, angles are unchanged.
         """
         directions = _directions(sampling)
-        rotation = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
-        translation = np.zeros(3) if translation is None else np.asarray(translation, dtype=np.float64)
-        if rotation.shape != (3, 3) or not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6):
-            raise ValueError("rotation must be a 3 x 3 orthogonal matrix")
-        if translation.shape != (3,):
-            raise ValueError(f"translation must have 3 components, got shape {translation.shape}")
-        if not (np.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive number, got {scale}")
-        origin = rotation.T @ (-translation) / scale     # the sphere's centre in the mesh's frame
-        local = directions @ rotation                     # row i: rotation.T @ direction i
-        maps = np.concatenate([self._farthest_hits(part, origin, local) for part in self._parts], axis=1)
-        maps[:, [0, 3]] *= scale
-        return maps.astype(np.float32)
+        out = np.empty((len(directions), len(CHANNELS)), dtype=np.float32)
+        return self._project(directions, *_check_perturbation(rotation, translation, scale), out)
+
+    def project_many(self, sampling, perturbations) -> np.ndarray:
+        """The [len(perturbations), npix, 6] maps of several (rotation, translation, scale), the same as
+        :meth:`project` for each, the directions prepared once."""
+        directions = _directions(sampling)
+        out = np.empty((len(perturbations), len(directions), len(CHANNELS)), dtype=np.float32)
+        for i, p in enumerate(perturbations):
+            self._project(directions, *_check_perturbation(*p), out[i])
+        return out
 
 
 def project(mesh, sampling, rotation=None, translation=None, scale: float = 1.0, *, unit_ball: bool = True,

@@ -38,8 +38,10 @@ import hashlib
 import io
 import json
 import os
+import threading
 import warnings
 import zlib
+from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -115,20 +117,64 @@ class MeshEntry:
 def _pool_context():
     """Workers come from a fresh server process, never forked from this one: Embree's thread pool (and
     torch's) may already run here, and forking a process with live thread pools can hang the child.
-    The server imports this module once, so each worker starts in milliseconds."""
+    The server imports this module and trimesh once, so each worker starts in milliseconds."""
     import multiprocessing
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload([__name__, "trimesh", "scipy.spatial"])
     return context
 
 
 def _project_task(path: str, engine: str, directions: np.ndarray, perturbations: list[Perturbation]):
     """Worker: one mesh, several perturbations (the mesh's ray structure is built once)."""
-    projector = MeshProjector(load_mesh(path), engine=engine)
-    return [projector.project(directions, *p) for p in perturbations]
+    return MeshProjector(load_mesh(path), engine=engine).project_many(directions, perturbations)
+
+
+def _project_in_parallel(tasks: list[tuple], order: list[int], workers: int, store) -> None:
+    """``_project_task(*tasks[t])`` for each ``t`` of ``order`` (largest mesh first) in ``workers`` processes,
+    ``store(t, maps)`` here. The first worker waits for the fork server to import this package (seconds, once per
+    Python process): meanwhile a thread hands the pool tasks from the front and this process projects from the
+    back. Once the pool has started, this process only collects the results."""
+    remaining, lock, started = deque(order), threading.Lock(), threading.Event()
+    futures: dict = {}
+    failure: list[BaseException] = []
+
+    def feed(pool):
+        try:
+            while True:
+                with lock:
+                    if not remaining:
+                        return
+                    t = remaining.popleft()
+                futures[pool.submit(_project_task, *tasks[t])] = t
+                started.set()
+        except BaseException as error:  # noqa: BLE001  (raised again in this thread, below)
+            failure.append(error)
+        finally:
+            started.set()
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
+    feeder = threading.Thread(target=feed, args=(pool,), daemon=True)
+    try:
+        feeder.start()
+        while not started.is_set():
+            with lock:
+                if not remaining:
+                    break
+                t = remaining.pop()
+            store(t, _project_task(*tasks[t]))
+        feeder.join()
+        if failure:
+            raise failure[0]
+        for future in as_completed(futures):
+            store(futures[future], future.result())
+    finally:
+        with lock:
+            remaining.clear()
+        feeder.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 #: Ends every cached projection: this marker and the SHA-256 of the .npy bytes before it (np.load ignores it).
@@ -280,7 +326,8 @@ class ShapeCollection:
         """The [len(pairs), npix, 6] float32 maps of samples (mesh index, seed) or (mesh index, seed,
         copy), from the cache where there, projected (in ``workers`` processes) and cached otherwise.
 
-        With ``workers > 1`` the workers start from a fresh server process (multiprocessing's
+        With ``workers > 1``, worker processes project a mesh at a time each, the largest first (this process the
+        smallest while the first worker starts). They start from a fresh server process (multiprocessing's
         "forkserver"), so a script must guard its entry point with ``if __name__ == "__main__":``.
         """
         keys = [(int(p[0]), int(p[1]), int(p[2]) if len(p) > 2 else 0) for p in pairs]
@@ -323,10 +370,7 @@ class ShapeCollection:
                 # largest files first, so that no big mesh starts last and leaves the other workers idle
                 order = sorted(range(len(tasks)), key=lambda t: -os.path.getsize(tasks[t][0]))
                 meshes = list(todo)
-                with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-                    futures = {pool.submit(_project_task, *tasks[t]): meshes[t] for t in order}
-                    for future in as_completed(futures):
-                        store(futures[future], future.result())
+                _project_in_parallel(tasks, order, workers, lambda t, maps: store(meshes[t], maps))
         finally:
             if bar.bar is not None and bar.done < bar.total:   # stopped early: close the terminal's bar
                 bar.bar.close()
