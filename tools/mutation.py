@@ -72,7 +72,7 @@ MODULES: dict[str, Module] = {m.name: m for m in (
     Module("spectral", ("graphsphere/spectral/*.py",),
            # the CLI test (15 s, pictures) adds nothing the function tests do not check
            ("tests/test_spectral.py", "--deselect", "tests/test_spectral.py::test_cli_writes_pngs",
-            "graphsphere/spectral")),
+            "tests/test_spectral_mutants.py", "graphsphere/spectral")),
     Module("sampling", ("graphsphere/sampling/*.py",),
            ("tests/test_sampling_healpix.py", "tests/test_sampling_grids.py", "tests/test_clustering.py",
             "tests/test_sampling_mutants.py", "graphsphere/sampling")),
@@ -88,7 +88,7 @@ MODULES: dict[str, Module] = {m.name: m for m in (
             "graphsphere/nn/conv.py", "graphsphere/nn/norm.py", "graphsphere/nn/operator.py", "graphsphere/nn/pool.py"),
            note="graphsphere/nn/functional/ excluded (C kernels, checked by gradcheck and dense references)"),
     Module("models", ("graphsphere/models/*.py",),
-           ("tests/test_models.py", "tests/test_patches.py", "graphsphere/models")),
+           ("tests/test_models.py", "tests/test_patches.py", "tests/test_triplet_loss.py", "graphsphere/models")),
     Module("train", ("graphsphere/train/*.py",),
            ("tests/test_train.py", "tests/test_train_config.py", "tests/test_train_metrics.py",
             "tests/test_train_data.py", "graphsphere/train")),
