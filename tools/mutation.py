@@ -89,9 +89,20 @@ MODULES: dict[str, Module] = {m.name: m for m in (
            note="graphsphere/nn/functional/ excluded (C kernels, checked by gradcheck and dense references)"),
     Module("models", ("graphsphere/models/*.py",),
            ("tests/test_models.py", "tests/test_patches.py", "tests/test_triplet_loss.py", "graphsphere/models")),
+    # Lightning fits are what a train mutant costs (each mutant reruns the tests that reach it, fits and all, on 2
+    # busy cores), so the selection leaves out the tests whose fits only repeat what others check:
+    # test_cosmology_hook (pyccl maps: the data layer's builder), test_command_line (the CLI's),
+    # test_same_seed_same_result_and_other_seed_differs, test_regression_and_segmentation, test_bf16_mixed_on_cpu
+    # and test_early_stopping (tests/test_train_mutants.py checks seeds, segmentation and regression fits and the
+    # trainer's callbacks with fewer fits); test_train_resume.py and test_train_ddp.py (6 s, 11 s, in subprocesses).
     Module("train", ("graphsphere/train/*.py",),
            ("tests/test_train.py", "tests/test_train_config.py", "tests/test_train_metrics.py",
-            "tests/test_train_data.py", "graphsphere/train")),
+            "tests/test_train_data.py", "tests/test_train_mutants.py", "graphsphere/train",
+            *(arg for test in ("test_train_data.py::test_cosmology_hook", "test_train.py::test_command_line",
+                               "test_train.py::test_same_seed_same_result_and_other_seed_differs",
+                               "test_train.py::test_regression_and_segmentation",
+                               "test_train.py::test_bf16_mixed_on_cpu", "test_train.py::test_early_stopping")
+              for arg in ("--deselect", f"tests/{test}")))),
     Module("cosmology_scoring", ("graphsphere/experiments/cosmology/baselines.py",),
            ("tests/test_cosmology_baselines.py", "tests/test_cosmology_baselines_mutants.py",
             "graphsphere/experiments/cosmology/baselines.py"),

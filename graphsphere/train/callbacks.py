@@ -224,5 +224,6 @@ class PlainProgress(Callback):
         m = trainer.callback_metrics
         keys = ["train_loss_epoch"] + sorted(k for k in m if k.startswith("val_") and m[k].numel() == 1)
         shown = "  ".join(f"{k.removesuffix('_epoch')} {float(m[k]):.4g}" for k in keys if k in m)
-        seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
+        start = getattr(self, "_start", None)      # None: an epoch resumed mid-way (its start was not seen)
+        seconds = time.perf_counter() - start if start is not None else 0.0
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.0f} s)", flush=True)

@@ -347,7 +347,8 @@ def _fit(cfg: Config, out: Path, callbacks, trust_code: bool) -> FitResult:
         best = out / "checkpoints" / "best.ckpt"
         best = best if best.exists() else None
         if splits.test is not None:
-            weights = module.state_dict()
+            # copies: state_dict() shares the parameters' storage, which testing best.ckpt overwrites
+            weights = {k: v.clone() for k, v in module.state_dict().items()}
             res = trainer.test(module, datamodule=dm, ckpt_path=str(best) if best else None, verbose=False)
             module.load_state_dict(weights)  # keep the end-of-training weights in the returned module
             metrics["test"] = _plain(res[0]) if res else {}

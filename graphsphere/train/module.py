@@ -222,7 +222,7 @@ class SphereTask(pl.LightningModule):
         target = y.reshape(-1).long()
         w = (target >= 0).to(torch.float32)
         if weight is not None:
-            w = w * _broadcast(weight, y.to(torch.float32)).reshape(-1)
+            w = w * _broadcast(weight, y.to(torch.float32)).expand_as(y).reshape(-1)  # per map: on its pixels
         if self.class_weights is not None:  # as torch's weighted mean: divided by the weights' sum
             w = w * self.class_weights[target.clamp(min=0)]
         ce = F.cross_entropy(out.reshape(-1, self.n_out).float(), target.clamp(min=0), reduction="none")
