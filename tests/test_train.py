@@ -23,12 +23,14 @@ def write_predictions(pred, path, module):
     return _write(pred, path, module.sampling, module.task)
 
 
-def tiny(out, task="classification", **trainer):
-    model = {"type": "SphericalCNN", "channels": [8], "K": 3}
+def tiny(out, task="classification", *, n_train=64, channels=(8,), K=3, **trainer):
+    """A small synthetic run's config (n_train // 4 validation and test maps); ``trainer`` overrides."""
+    model = {"type": "SphericalCNN", "channels": list(channels), "K": K}
     if task == "segmentation":
         model = {"type": "SphericalUNet", "channels": [4, 8], "K": 2}
     return {"task": task, "output_dir": str(out), "sampling": {"type": "HEALPix", "nside": 4},
-            "data": {"name": "synthetic", "n_train": 64, "n_val": 16, "n_test": 16, "num_classes": 3 if
+            "data": {"name": "synthetic", "n_train": n_train, "n_val": n_train // 4, "n_test": n_train // 4,
+                     "num_classes": 3 if
                      task == "segmentation" else 2, "noise": 0.1},
             "model": model, "optim": {"lr": 0.02},
             "trainer": {"max_epochs": 2, "batch_size": 16, "progress_bar": False, "loggers": ["csv"],

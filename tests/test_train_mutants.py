@@ -21,15 +21,8 @@ from graphsphere.train.config import ConfigError  # noqa: E402
 from graphsphere.train.config import load_train_config as load_config  # noqa: E402
 from graphsphere.train.module import SphereTask, build_model  # noqa: E402
 from graphsphere.train.sampler import EpochSampler  # noqa: E402
-
-BASE = {"task": "classification", "sampling": {"type": "HEALPix", "nside": 4},
-        "model": {"type": "SphericalCNN", "channels": [4], "K": 2}}
-
-
-def _err(d, overrides=None) -> str:
-    with pytest.raises(ConfigError) as e:
-        load_config(d, overrides)
-    return str(e.value)
+from test_train import tiny as train_tiny  # noqa: E402  (tests/ is on sys.path: pytest's rootdir import mode)
+from test_train_config import BASE, _err  # noqa: E402
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -53,15 +46,9 @@ def test_evaluation_ranks_cover_every_sample_with_equal_counts(n, world):
 
 # -- shared: one tiny trained run, and modules built without training ----------------------------
 def tiny(out, task="classification", **trainer):
-    model = {"type": "SphericalCNN", "channels": [4], "K": 2}
-    if task == "segmentation":
-        model = {"type": "SphericalUNet", "channels": [4, 8], "K": 2}
-    return {"task": task, "output_dir": str(out), "sampling": {"type": "HEALPix", "nside": 4},
-            "data": {"name": "synthetic", "n_train": 32, "n_val": 8, "n_test": 8, "num_classes": 3 if
-                     task == "segmentation" else 2, "noise": 0.1},
-            "model": model, "optim": {"lr": 0.02},
-            "trainer": {"max_epochs": 1, "batch_size": 16, "progress_bar": False, "loggers": ["csv"],
-                        "checkpoint_every_n_steps": 0, **trainer}}
+    """test_train's tiny run, smaller still: 32 training maps, one epoch, no step checkpoints."""
+    return train_tiny(out, task, n_train=32, channels=[4], K=2,
+                      **{"max_epochs": 1, "checkpoint_every_n_steps": 0, **trainer})
 
 
 @pytest.fixture(scope="module")
