@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -230,6 +231,13 @@ def positive(v, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or int(v) != v or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return int(v)
+
+
+def positive_float(v, name: str) -> float:
+    """``v`` as a float, or a clear error if it is not a finite positive number."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+        raise ValueError(f"{name} must be a positive number, got {v!r}")
+    return float(v)
 
 
 def check_channels(channels) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ from torch import nn
 from ..nn.conv import ChebConv
 from ..nn.pool import GlobalPool, Pool
 from ..sampling import Sampling
-from .base import TASKS, Block, SphereModel, check_channels, check_choice, positive
+from .base import TASKS, Block, SphereModel, check_channels, check_choice, positive, positive_float
 
 __all__ = ["SphericalCNN", "HEADS", "batch_hard_triplet_loss"]
 
@@ -107,9 +107,9 @@ class SphericalCNN(SphereModel):
         check_choice(task, "task", TASKS)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        triplet_weight = _positive_float(triplet_weight, "triplet_weight")
+        triplet_weight = positive_float(triplet_weight, "triplet_weight")
         if triplet_margin is not None:
-            triplet_margin = _positive_float(triplet_margin, "triplet_margin")
+            triplet_margin = positive_float(triplet_margin, "triplet_margin")
             if task != "classification":
                 raise ValueError(f"triplet_margin is for classification (labels say which outputs should be near), "
                                  f"not task={task!r}; leave it None")
@@ -207,9 +207,3 @@ def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, marg
     positive = d.masked_fill(~same, -math.inf).argmax(1)[anchors]
     negative = d.masked_fill(~negatives, math.inf).argmin(1)[anchors]
     return F.triplet_margin_loss(e[anchors], e[positive], e[negative], margin=margin)
-
-
-def _positive_float(v, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
-        raise ValueError(f"{name} must be a positive number, got {v!r}")
-    return float(v)
