@@ -17,13 +17,21 @@ Traceback (most recent call last):
 ...
 graphsphere.config.ConfigError: config error:
   data.scale_range = [1.2, 1.0]: low must not exceed high
+>>> cfg = load_config(None, ["data.seed=[0,1,2]"])              # several seeds: one run each, summarised
+>>> cfg.data.seeds, cfg.for_seed(1) == load_config(None, ["data.seed=1"])
+([0, 1, 2], True)
+>>> load_config(None, ["data.seed=[0,0]"])
+Traceback (most recent call last):
+...
+graphsphere.config.ConfigError: config error:
+  data.seed = [0, 0]: a seed is listed twice; give an int or a non-empty list of distinct ints, e.g. 0 or [0, 1, 2]
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from ...config import Section
 from ...data.shapes import ShapesParams
@@ -44,8 +52,33 @@ class DataSection(data_section(ShapesParams, drop=("protocol", "cache", "engine"
     #: "SO3/SO3": every split rotated in SO(3); "z/SO3": training rotated about z only, tested in SO(3)
     protocols: list[Literal["SO3/SO3", "z/SO3"]] = Field(default_factory=lambda: ["SO3/SO3", "z/SO3"],
                                                           min_length=1)
-    #: the split and every perturbation
-    seed: int = 0
+    #: the split and every perturbation; a list of distinct seeds runs the experiment once per seed (the run
+    #: of seed s is the run of ``seed: s``, same folder) and reports the mean and spread over seeds
+    seed: int | list[int] = 0
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _check_seed(cls, value):
+        def bad(why):
+            return config_error("data.seed", f" = {value!r}: {why}; give an int or a non-empty list of distinct "
+                                             "ints, e.g. 0 or [0, 1, 2]")
+
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise bad("the list of seeds is empty")
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+                raise bad("a seed is not an int")
+            if len(set(value)) != len(value):
+                raise bad("a seed is listed twice")
+            return list(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("not an int")
+        return value
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds to run, as a list (one for a scalar ``seed``)."""
+        return list(self.seed) if isinstance(self.seed, list) else [self.seed]
 
     @model_validator(mode="after")
     def _check(self):
@@ -139,6 +172,14 @@ class ExperimentConfig(ExperimentBase):
                                                         f"nlon divisible by {f}, the grid is {g.nlat} x {g.nlon}; use "
                                                         "fewer levels or another grid")
         return self
+
+    def for_seed(self, seed: int) -> ExperimentConfig:
+        """This config with the scalar ``data.seed = seed`` (validated again): what one seed of a list of
+        seeds runs, identical to the config written with that seed alone."""
+        if seed not in self.data.seeds:
+            raise ValueError(f"seed {seed} is not among data.seed = {self.data.seed}")
+        raw = self.model_dump(mode="json")
+        return type(self).model_validate({**raw, "data": {**raw["data"], "seed": seed}})
 
 
 load_config = ExperimentConfig.load

@@ -12,7 +12,9 @@ best validation loss). It then scores the test split with test-time augmentation
 averaged over ``tta_copies`` copies of every sample: same rotation, other translation and scale), computes
 accuracy and the SHREC'17 retrieval metrics (:mod:`.retrieval`), measures both models' inference time per
 sample at batch 1 and 32 in this process, and writes ``results.json``, ``results.md`` and the pictures
-``mesh_maps.png``, ``precision_recall.png`` and ``confusion.png``.
+``mesh_maps.png``, ``precision_recall.png`` and ``confusion.png``. With a list ``data.seed`` it does all this
+once per seed, through the config with that seed alone, and adds the mean ± std over seeds and the paired
+differences (:mod:`.summary`); timing and pictures are of the first seed.
 
 Every training run lives in ``runs/<method>_<protocol>_<digest>``, the digest of its settings: the same
 command resumes an interrupted run or only re-tests a finished one, and changed settings never reuse a
@@ -34,6 +36,7 @@ from ...data.progress import SweepClock
 from ...files import atomic_write
 from ...plot.style import DPI
 from .config import LABELS, ExperimentConfig, load_config
+from .summary import paired_differences, summarize, summary_lines
 
 __all__ = ["run", "format_table", "precision_recall_curve", "PAPER_SHREC17"]
 
@@ -335,47 +338,69 @@ def _project_all(cfg: ExperimentConfig) -> dict:
     return sizes
 
 
+def _run_seed(cfg: ExperimentConfig, clock: SweepClock, of: str, keep_models: bool) -> tuple:
+    """Project, train and test every (protocol, method) of ``cfg`` (one scalar seed); the runs, the sizes,
+    the projection's seconds and, when ``keep_models``, the models for timing."""
+    seed, t_data = cfg.data.seed, time.perf_counter()
+    print(f"[shapes] seed {seed}{of}: projecting the meshes (cached after the first run) ...", flush=True)
+    sizes = _project_all(cfg)
+    data_seconds = time.perf_counter() - t_data
+    runs = []
+    for protocol in cfg.data.protocols:
+        for method in cfg.methods:
+            tag, t0 = clock.tag, time.perf_counter()
+            print(f"[shapes] {tag}: seed {seed}, {protocol}, {LABELS[method]} ...", flush=True)
+            r = {"seed": seed, "protocol": protocol, "method": method, **_train(cfg, method, protocol, sizes["train"])}
+            how = "re-tested (trained earlier)" if r["retested"] else f"trained in {r['fit_seconds']:.0f} s"
+            print(f"[shapes] {tag} done: test accuracy {100 * r['test_acc_engine']:.1f}% (no "
+                  f"augmentation), {how}; {clock.finished(method, time.perf_counter() - t0)}", flush=True)
+            runs.append(r)
+    print(f"[shapes] seed {seed}: testing (with test-time augmentation) ...", flush=True)
+    models = {}
+    for i, r in enumerate(runs):
+        scores, model = _evaluate(cfg, r["method"], r["protocol"], r)
+        r.update(scores)
+        if keep_models:
+            models[i] = model
+        print(f"[shapes] seed {seed}, {r['protocol']}, {LABELS[r['method']]}: accuracy {100 * r['accuracy']:.1f}%, "
+              f"mAP {r['micro']['mAP']:.3f} (micro)", flush=True)
+    return runs, sizes, data_seconds, models
+
+
 def run(cfg: ExperimentConfig | dict | None = None) -> dict:
-    """Run the experiment; returns the results (also in ``output_dir/results.json``) and writes
-    ``results.md`` and the pictures there."""
+    """Run the experiment, once per seed of ``data.seed`` (each seed's runs are those of the config with that
+    seed alone); returns the results (also in ``output_dir/results.json``) and writes ``results.md`` and the
+    pictures (of the first seed) there."""
     import torch
 
     cfg = cfg if isinstance(cfg, ExperimentConfig) else load_config(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    print("[shapes] projecting the meshes (cached after the first run) ...", flush=True)
-    sizes = _project_all(cfg)
-    data_seconds = time.perf_counter() - t_start
-    runs = []
-    plan = [(protocol, method) for protocol in cfg.data.protocols for method in cfg.methods]
-    clock = SweepClock([method for _, method in plan])
-    for protocol, method in plan:
-        tag, t0 = clock.tag, time.perf_counter()
-        print(f"[shapes] {tag}: {protocol}, {LABELS[method]} ...", flush=True)
-        r = {"protocol": protocol, "method": method, **_train(cfg, method, protocol, sizes["train"])}
-        how = "re-tested (trained earlier)" if r["retested"] else f"trained in {r['fit_seconds']:.0f} s"
-        print(f"[shapes] {tag} done: test accuracy {100 * r['test_acc_engine']:.1f}% (no "
-              f"augmentation), {how}; {clock.finished(method, time.perf_counter() - t0)}", flush=True)
-        runs.append(r)
-    print("[shapes] testing (with test-time augmentation) and timing ...", flush=True)
-    models = {}
-    for i, r in enumerate(runs):
-        scores, models[i] = _evaluate(cfg, r["method"], r["protocol"], r)
-        r.update(scores)
-        print(f"[shapes] {r['protocol']}, {LABELS[r['method']]}: accuracy {100 * r['accuracy']:.1f}%, "
-              f"mAP {r['micro']['mAP']:.3f} (micro)", flush=True)
+    seeds = cfg.data.seeds
+    configs = [cfg.for_seed(s) for s in seeds]
+    clock = SweepClock([method for _ in seeds for _ in cfg.data.protocols for method in cfg.methods])
+    runs, sizes, data_seconds, models = [], {}, 0.0, {}
+    for k, seed_cfg in enumerate(configs):
+        of = f" ({k + 1}/{len(seeds)})" if len(seeds) > 1 else ""
+        seed_runs, sizes[str(seeds[k])], seconds, kept = _run_seed(seed_cfg, clock, of, keep_models=k == 0)
+        runs += seed_runs
+        data_seconds += seconds
+        models.update(kept)   # indices of the first seed's runs are those in ``runs``
     load_before_timing = [round(v, 2) for v in os.getloadavg()]
-    if cfg.timing:
+    if cfg.timing:   # the first seed's models (the others are the same architectures)
+        print(f"[shapes] timing the models of seed {seeds[0]} ...", flush=True)
         for i, timing in _inference_times(models).items():
             runs[i]["inference_ms"] = timing["ms_per_sample"]
             runs[i]["inference_median_ms"] = timing["median_ms_per_sample"]
             runs[i]["inference_cpu_ms_1thread"] = timing["cpu_ms_per_sample"]
             runs[i]["train_cpu_ms_1thread"] = timing["train_cpu_ms_per_sample"]
-    results = {"config": cfg.model_dump(mode="json"), "sizes": sizes, "runs": runs,
+    results = {"config": cfg.model_dump(mode="json"), "seeds": seeds, "sizes": sizes[str(seeds[0])],
+               "sizes_by_seed": sizes, "runs": runs, "summary": summarize(runs),
+               "paired_differences": paired_differences(runs),
                "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "processor": platform.machine(), "torch": torch.__version__,
-                           "load_average_at_timing": load_before_timing,
+                           "load_average_at_timing": load_before_timing, "timed_seed": seeds[0] if cfg.timing else None,
                            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
                "data_seconds": round(data_seconds, 1), "total_seconds": round(time.perf_counter() - t_start, 1)}
     with atomic_write(out / "results.json", "w") as f:
@@ -384,7 +409,7 @@ def run(cfg: ExperimentConfig | dict | None = None) -> dict:
     with atomic_write(out / "results.md", "w") as f:
         f.write(table + "\n")
     print(table)
-    _pictures(cfg, results, out)
+    _pictures(configs[0], {**results, "runs": [r for r in runs if r["seed"] == seeds[0]]}, out)
     return results
 
 
@@ -396,9 +421,12 @@ def _f(v, fmt: str) -> str:
 
 def format_table(results: dict) -> str:
     """The results as markdown: retrieval and accuracy per protocol and model, their cost, and the
-    paper's SHREC'17 table for comparison."""
+    paper's SHREC'17 table for comparison; over several seeds, first their mean ± std and the paired
+    differences (:func:`.summary.summary_lines`), then the rows of every seed (a seed column)."""
     cfg, sizes = results["config"], results["sizes"]
-    d = cfg["data"]
+    d, m = cfg["data"], results.get("machine", {})
+    seeds = list(dict.fromkeys(r.get("seed") for r in results["runs"]))
+    sc, sh = ("", "") if len(seeds) < 2 else ("| {} ", "| seed ")   # the seed column: several seeds only
     what = ("coarse categories, split by object (test objects never seen in training)" if d["task"] == "category"
             else "every mesh its own class, split by perturbation seed")
     lines = [f"Task **{d['task']}** ({what}): {sizes['meshes']} meshes, {sizes['classes']} classes; "
@@ -406,26 +434,29 @@ def format_table(results: dict) -> str:
              f"({d['samples_per_mesh']} random perturbations per mesh: rotation, translation up to "
              f"{d['max_translation']:g}, scale in [{d['scale_range'][0]:g}, {d['scale_range'][1]:g}]). "
              f"Test-time augmentation: {cfg['tta_copies']} copies. Retrieval as SHREC'17: a query retrieves "
-             "the objects predicted in its class, ranked by that class's probability.", "",
-             "| protocol | model | pixels | params | accuracy (%) | no TTA (%) | F1 (%) | mAP micro | mAP macro "
+             "the objects predicted in its class, ranked by that class's probability."
+             + (f" Sizes of seed {seeds[0]}'s split; every seed draws its own." if sh else ""), "",
+             *summary_lines(results),
+             sh + "| protocol | model | pixels | params | accuracy (%) | no TTA (%) | F1 (%) | mAP micro | mAP macro "
              "| P@N | R@N | F1@N |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---" * bool(sh) + "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
-        lines.append(f"| {r['protocol']} | {LABELS[r['method']]} | {r['pixels']} | {r['params']:,} | "
-                     f"{100 * r['accuracy']:.1f} | {100 * r['accuracy_no_tta']:.1f} | {100 * r['f1_weighted']:.1f} | "
-                     f"{r['micro']['mAP']:.3f} | {r['macro']['mAP']:.3f} | {r['micro']['P@N']:.3f} | "
-                     f"{r['micro']['R@N']:.3f} | {r['micro']['F1@N']:.3f} |")
-    m = results.get("machine", {})
+        lines.append(sc.format(r.get("seed")) + f"| {r['protocol']} | {LABELS[r['method']]} | {r['pixels']} | "
+                     f"{r['params']:,} | {100 * r['accuracy']:.1f} | {100 * r['accuracy_no_tta']:.1f} | "
+                     f"{100 * r['f1_weighted']:.1f} | {r['micro']['mAP']:.3f} | {r['macro']['mAP']:.3f} | "
+                     f"{r['micro']['P@N']:.3f} | {r['micro']['R@N']:.3f} | {r['micro']['F1@N']:.3f} |")
     where = f"GPU {m['cuda']}" if m.get("cuda") else f"CPU, {m.get('torch_threads', '?')} torch threads"
+    if sh and m.get("timed_seed") is not None:
+        where += f"; inference and training step timed on the models of seed {m['timed_seed']} only"
     lines += ["", f"Cost, measured in this run ({where}). Inference per sample in eval mode: wall clock (the "
                   "fastest of 10 turns, the models timed in turn) and CPU time with one thread (the fastest of 4; "
                   "the figure other jobs disturb least); a training step's forward and backward pass at batch 32, "
                   "CPU time, one thread; training seconds per epoch (batches only, no validation) and until the "
                   "epoch kept (best validation loss).", "",
-              "| protocol | model | inference, batch 1 (ms) | batch 32 (ms/sample) | CPU, 1 thread, batch 1 (ms) "
+              sh + "| protocol | model | inference, batch 1 (ms) | batch 32 (ms/sample) | CPU, 1 thread, batch 1 (ms) "
               "| batch 32 (ms/sample) | training step, CPU, 1 thread (ms/sample) | training (s/epoch) "
               "| epochs (kept) | training to kept epoch (s) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "|---" * bool(sh) + "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         inf, cpu = r.get("inference_ms") or {}, r.get("inference_cpu_ms_1thread") or {}
         kept = "-" if r["best_epoch"] is None else r["best_epoch"] + 1
@@ -433,7 +464,8 @@ def format_table(results: dict) -> str:
                  _f(cpu.get("32"), ".1f"), _f(r.get("train_cpu_ms_1thread"), ".1f"),
                  _f(r["train_seconds_per_epoch"], ".1f"), f"{r['epochs']} ({kept})",
                  _f(r["train_seconds_to_best"], ".0f")]
-        lines.append(f"| {r['protocol']} | {LABELS[r['method']]} | " + " | ".join(cells) + " |")
+        lines.append(sc.format(r.get("seed")) + f"| {r['protocol']} | {LABELS[r['method']]} | " + " | ".join(cells)
+                     + " |")
     lines += ["", "The paper (SHREC'17 perturbed, 55 classes, 51,300 ShapeNet models; GPU timings):", "",
               "| method | F1 (%) | mAP | params | inference (ms) | training |", "|---|---|---|---|---|---|"]
     for name, f1, m_ap, params, ms, train in PAPER_SHREC17:
