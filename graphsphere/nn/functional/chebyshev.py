@@ -62,8 +62,30 @@ def _empty(*shape, like: torch.Tensor) -> torch.Tensor:
 
 def _vp(t: torch.Tensor) -> torch.Tensor:
     """t as a [V, P, channels] tensor whose channels are contiguous (a view
-    when they already are; a gradient of ``.sum()`` is expanded: copied)."""
-    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else _empty(*t.shape, like=t).copy_(t)
+    when they already are, else a copy).
+
+    A broadcast vertex or batch dimension (stride 0, as in the gradient of a
+    ``.sum()`` or ``.mean()``) stays broadcast: only what differs is copied.
+
+    >>> g = torch.ones(()).expand(5, 3, 4)            # the gradient of y.sum()
+    >>> c = _vp(g); c.stride(), c.untyped_storage().nbytes()
+    ((0, 0, 1), 16)
+    """
+    if t.stride(-1) == 1 or t.shape[-1] == 1:
+        return t
+    if t.numel() == 0:
+        return _empty(*t.shape, like=t)
+    base = t
+    for d in (0, 1):
+        if t.stride(d) == 0:
+            base = base.narrow(d, 0, 1)
+    return base.contiguous().expand(t.shape)
+
+
+def _like(t: torch.Tensor) -> torch.Tensor:
+    """An empty tensor laid out as t when t is dense and its channels contiguous, else contiguous."""
+    e = torch.empty_like(t)  # t's strides when t has no gaps or overlaps
+    return e if e.stride(-1) == 1 else _empty(*t.shape, like=t)
 
 
 def _ptr(t: torch.Tensor | None) -> int:
@@ -221,7 +243,8 @@ def _forward(op: SparseOperator, xv: torch.Tensor, weight: torch.Tensor, bias, c
     y = _empty(V, B, cout, like=xv)
     weight = weight.contiguous()
     status = kern.cheb_forward(*_csr(op), V, B, cin, cout, K, xv.data_ptr(), xv.stride(0), xv.stride(1),
-                               weight.data_ptr(), _ptr(bias), y.data_ptr(), int(clenshaw), int(check),
+                               weight.data_ptr(), _ptr(bias), y.data_ptr(), y.stride(0), y.stride(1),
+                               int(clenshaw), int(check),
                                torch.get_num_threads())
     if status == 2:  # the first pass saw NaN or Inf: in x, or only in the weights (not x's fault)?
         _check_finite(xv)
@@ -241,21 +264,24 @@ def _backward(op: SparseOperator, xv: torch.Tensor, gy: torch.Tensor, weight: to
     """(dL/dx [V, B, Cin] or None, dL/dweight [K, Cin, Cout] or None) from
     gy = dL/dy [V, B, Cout] (any strides)."""
     K, cin, cout = weight.shape
-    own = gy.stride(-1) != 1 and gy.shape[-1] != 1  # then _vp copies: the copy is ours to overwrite
-    gy = _vp(gy)
+    vp = _vp(gy)
+    own = vp is not gy and 0 not in vp.stride()  # a whole copy: ours to overwrite
+    gy = vp
     if gy.numel() == 0 or xv.numel() == 0:
         return (torch.zeros_like(xv) if need_x else None,
                 torch.zeros_like(weight) if need_w else None)
     on_x = _backward_on_x(cin, cout, K, need_x, need_w)
     kern = _cpu_kernel(xv, op)
     V, B = xv.shape[0], xv.shape[1]
-    gx = _empty(V, B, cin, like=xv) if need_x else None
+    # dL/dx in x's own layout where the kernel writes it: autograd then hands it to x.grad as it is
+    # (in another layout it would copy it: one more signal at the peak of the backward)
+    gx = (_like(xv) if kern is not None else _empty(V, B, cin, like=xv)) if need_x else None
     gw = _empty(K, cin, cout, like=weight) if need_w else None
     if kern is not None:
         weight = weight.contiguous()
         status = kern.cheb_backward(*_csr(op), V, B, cin, cout, K, xv.data_ptr(), xv.stride(0), xv.stride(1),
                                     gy.data_ptr(), gy.stride(0), gy.stride(1), int(own), weight.data_ptr(), _ptr(gx),
-                                    _ptr(gw),
+                                    gx.stride(0) if need_x else 0, gx.stride(1) if need_x else 0, _ptr(gw),
                                     int(on_x), torch.get_num_threads())
         _check_status(status)
         return gx, gw
