@@ -252,3 +252,21 @@ def test_two_seeds_end_to_end(tmp_path, monkeypatch):
     table = (out / "results.md").read_text()
     assert "Over 2 seeds (0, 1;" in table and "| 1 | z/SO3 | DeepSphere" in table
     assert (out / "confusion.png").exists()
+
+
+@pytest.mark.parametrize("method", ["deepsphere", "sht_cnn"])
+def test_select_val_acc_monitors_the_validation_accuracy_and_keeps_other_folders(method):
+    """`select: val_acc` keeps the epoch of highest validation accuracy (the engine's monitor); the default,
+    the lowest validation loss, writes no monitor into the run's config, so runs trained before the option
+    keep their folders."""
+    base = load_config("experiments/shapes_table.yaml", ["data.seed=0"])
+    chosen = load_config("experiments/shapes_table.yaml", ["data.seed=0", f"{method}.select=val_acc"])
+    default = _train_config(base, method, "SO3/SO3", Path("x"), 400)["trainer"]
+    assert "monitor" not in default and "monitor_mode" not in default
+    trainer = _train_config(chosen, method, "SO3/SO3", Path("x"), 400)["trainer"]
+    assert trainer["monitor"] == "val_acc" and trainer["monitor_mode"] == "max"
+    assert _run_dir(chosen, method, "SO3/SO3", 400) != _run_dir(base, method, "SO3/SO3", 400)
+    other = "sht_cnn" if method == "deepsphere" else "deepsphere"     # the other network is untouched
+    assert _run_dir(chosen, other, "SO3/SO3", 400) == _run_dir(base, other, "SO3/SO3", 400)
+    with pytest.raises(ConfigError, match=f"{method}.select"):
+        load_config(None, [f"{method}.select=val_f1"])

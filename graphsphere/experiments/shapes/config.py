@@ -98,6 +98,9 @@ class TrainingSection(Section):
     scheduler: Literal["none", "cosine"] = "cosine"
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    #: the epoch kept (and tested): "val_loss", the lowest validation loss; "val_acc", the highest validation
+    #: accuracy (the loss rises as soon as a network grows confident, which its accuracy need not follow)
+    select: Literal["val_loss", "val_acc"] = "val_loss"
 
 
 class DeepSphereSection(TrainingSection):

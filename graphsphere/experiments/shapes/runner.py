@@ -81,13 +81,16 @@ def _train_config(cfg: ExperimentConfig, method: str, protocol: str, output_dir:
     holds at most that many)."""
     net = cfg.deepsphere if method == "deepsphere" else cfg.sht_cnn
     data = {"name": "shapes", "seed": cfg.data.seed, "standardize_inputs": True, **_data_params(cfg, protocol)}
+    trainer = {"max_epochs": net.epochs, "batch_size": min(net.batch_size, n_train), "seed": cfg.data.seed,
+               "accelerator": net.accelerator, "precision": net.precision, "loggers": ["csv"],
+               "progress_bar": cfg.progress, "checkpoint_every_n_steps": 50}
+    if net.select == "val_acc":  # only then: runs kept on the validation loss keep their folders (digests)
+        trainer.update(monitor="val_acc", monitor_mode="max")
     return {"task": "classification", "output_dir": str(output_dir), "data": data,
             "sampling": _sampling_spec(cfg, method), "model": _model_spec(cfg, method),
             "optim": {"name": "adam", "lr": net.lr, "weight_decay": net.weight_decay, "scheduler": net.scheduler,
                       "interval": "epoch"},
-            "trainer": {"max_epochs": net.epochs, "batch_size": min(net.batch_size, n_train), "seed": cfg.data.seed,
-                        "accelerator": net.accelerator, "precision": net.precision, "loggers": ["csv"],
-                        "progress_bar": cfg.progress, "checkpoint_every_n_steps": 50}}
+            "trainer": trainer}
 
 
 def _run_dir(cfg: ExperimentConfig, method: str, protocol: str, n_train: int) -> Path:
