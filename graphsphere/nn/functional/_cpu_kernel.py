@@ -603,7 +603,7 @@ typedef struct {
     const @T@ *G; int64_t gsv, gsp, Cg; @T@ *gram; int gram_tr, gram_init;
     _Atomic int *nonfinite;  /* if set: raised when some t_i holds NaN or Inf */
     /* set by run_step */
-    int64_t vb, chunk_v, nchunks, gsize, pack_off;
+    int64_t vb, chunk_v, nchunks, gsize, pack_off, acc_off;
     int part_tr;
     @T@ *partials;
     buf_t *scratch;
@@ -700,10 +700,22 @@ static void step_chunk_@S@(void *arg, int64_t c, int tid) {
         if (a->Wpost && acc_whole)  /* acc (=|+=) t @ Wpost (+ abias) */
             small_gemm_@S@(M, C, a->Co, t, rt, 1, a->Wpost, a->Co, a->acc + i0 * a->asv, P == 1 ? a->asv : a->Co,
                            a->acc_init, a->abias);
-        else if (a->Wpost)  /* one product per block p, its rows asv apart */
+        else if (a->Wpost && nb >= 16)  /* one product per block p, its rows asv apart */
             for (int64_t p = 0; p < P; p++)
                 small_gemm_@S@(nb, C, a->Co, t + p * C, tv, 1, a->Wpost, a->Co, a->acc + i0 * a->asv + p * a->asp,
                                a->asv, a->acc_init, a->abias);
+        else if (a->Wpost) {  /* few vertices, many blocks: one product into scratch, its rows added where they go */
+            @T@ *const h = scratch + a->acc_off;
+            const int64_t Co = a->Co;
+            small_gemm_@S@(M, C, Co, t, rt, 1, a->Wpost, Co, h, Co, 1, a->acc_init ? a->abias : NULL);
+            for (int64_t p = 0; p < P; p++)
+                for (int64_t v = 0; v < nb; v++) {
+                    @T@ *restrict d = a->acc + (i0 + v) * a->asv + p * a->asp;
+                    const @T@ *restrict hr = h + (v * P + p) * Co;
+                    if (a->acc_init) memcpy(d, hr, Co * sizeof(@T@));
+                    else for (int64_t q = 0; q < Co; q++) d[q] += hr[q];
+                }
+        }
         if (a->G && per_block(P, nb, a->gsv, a->gsp)) {  /* part += G^T t, kept as [Cg, C] or (part_tr) [C, Cg] */
             for (int64_t p = 0; p < P; p++) {
                 const @T@ *gp = a->G + i0 * a->gsv + p * a->gsp;
@@ -735,7 +747,8 @@ static int run_step_@S@(ctx_t *cx, step_@S@ *s) {
     const int64_t M = s->vb * P;
     const int64_t npack = (s->E ? s->Ce : 0) > (s->G ? s->Cg : 0) ? s->Ce : (s->G ? s->Cg : 0);
     s->pack_off = (M * Cw + 15) / 16 * 16;
-    const size_t each = (size_t)(s->pack_off + M * imax(npack, 1)) * sz;
+    s->acc_off = s->pack_off + (M * imax(npack, 1) + 15) / 16 * 16;
+    const size_t each = (size_t)(s->acc_off + (s->Wpost ? M * s->Co : 0)) * sz;
     /* Chunks: enough work each to amortise claiming one; never dependent on the thread count. */
     const int64_t nnz = (int64_t)s->indptr[V];
     const int64_t work = (s->X ? nnz * P * C : 0) + V * P * C * (1 + (s->E ? s->Ce : 0) + (s->Wpost ? s->Co : 0)
