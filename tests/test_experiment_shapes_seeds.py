@@ -259,8 +259,9 @@ def test_select_val_acc_monitors_the_validation_accuracy_and_keeps_other_folders
     """`select: val_acc` keeps the epoch of highest validation accuracy (the engine's monitor); the default,
     the lowest validation loss, writes no monitor into the run's config, so runs trained before the option
     keep their folders."""
-    base = load_config("experiments/shapes_table.yaml", ["data.seed=0"])
-    chosen = load_config("experiments/shapes_table.yaml", ["data.seed=0", f"{method}.select=val_acc"])
+    loss = ["data.seed=0", "deepsphere.select=val_loss", "sht_cnn.select=val_loss"]
+    base = load_config("experiments/shapes_table.yaml", loss)
+    chosen = load_config("experiments/shapes_table.yaml", loss + [f"{method}.select=val_acc"])
     default = _train_config(base, method, "SO3/SO3", Path("x"), 400)["trainer"]
     assert "monitor" not in default and "monitor_mode" not in default
     trainer = _train_config(chosen, method, "SO3/SO3", Path("x"), 400)["trainer"]
