@@ -7,10 +7,6 @@ does not copy it into x.grad); a broadcast output gradient (that of a
 without slices and against dense polynomials, in float64.
 """
 
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 import torch
@@ -19,7 +15,7 @@ import graphsphere as gs
 from graphsphere.nn.functional import _cpu_kernel
 from graphsphere.nn.functional import chebyshev as cheb
 from graphsphere.nn.functional.chebyshev import as_operator, cheb_conv
-from test_cheb_kernel import PATHS, cheb_terms, dense_cheb
+from test_cheb_kernel import PATHS, _run as run_python, cheb_terms, dense_cheb
 
 LIB = _cpu_kernel.load()
 pytestmark = pytest.mark.skipif(LIB is None, reason="no C compiler")  # CI has one: conftest refuses the skip
@@ -185,8 +181,8 @@ def test_peak_memory_of_a_layer_is_three_signals_or_two_and_a_half_in_slices():
     2 in slices (slices from 4 MB: two half temporaries). Before x-layout and broadcast gradients it held
     4.0 (+ the copy of the gradient of the sum, + autograd's copy of dL/dx into x.grad). Peak RSS in a
     subprocess whose glibc maps every block above 64 KB (freed tensors leave the resident set)."""
-    code = textwrap.dedent("""
-        import sys, torch, graphsphere as gs
+    r = run_python("""
+        import torch, graphsphere as gs
         from graphsphere.nn.functional import _cpu_kernel
         from graphsphere.nn.functional.chebyshev import as_operator, cheb_conv
         torch.set_num_threads(2)
@@ -208,9 +204,7 @@ def test_peak_memory_of_a_layer_is_three_signals_or_two_and_a_half_in_slices():
                 worst = max(worst, (status("VmHWM") - before) / (x.numel() * 4))
                 x.grad = None
             print(worst)
-    """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
-                       env={**__import__("os").environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+    """, env={"MALLOC_MMAP_THRESHOLD_": "65536"})
     assert r.returncode == 0, r.stderr[-2000:]
     whole, sliced = map(float, r.stdout.split()[-2:])
     assert whole < 3.4, whole          # measured 3.1

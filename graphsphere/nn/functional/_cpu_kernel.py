@@ -801,10 +801,6 @@ static step_@S@ step0_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals
     return s;
 }
 
-static int contiguous_@S@(int64_t P, int64_t C, int64_t sv, int64_t sp) {
-    return (P == 1 || sp == C) && sv == P * C;
-}
-
 /* One step, as a library call (laplacian_matmul). Returns 0, or -1 without memory. */
 int cheb_step_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V, int64_t P, int64_t C,
                   const @T@ *X, int64_t xsv, int64_t xsp, double alpha,
@@ -957,25 +953,24 @@ static int clenshaw_@S@(ctx_t *cx, const @I@ *indptr, const @I@ *indices, const 
    also looks for NaN or Inf in what it reads. Returns 0, -1 (no memory) or 2 (non-finite). */
 int cheb_forward_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V, int64_t P,
                      int64_t Cin, int64_t Cout, int64_t K, const @T@ *x, int64_t xsv, int64_t xsp,
-                     const @T@ *W, const @T@ *bias, @T@ *y, int64_t ysv, int64_t ysp, int clenshaw, int check,
-                     int nthreads) {
+                     const @T@ *W, const @T@ *bias, @T@ *y, int clenshaw, int check, int nthreads) {
     ctx_t cx;
     ctx_open(&cx, nthreads);
     _Atomic int bad = 0;
     int st;
     if (clenshaw)
-        st = clenshaw_@S@(&cx, indptr, indices, vals, V, P, Cout, K, x, xsv, xsp, Cin, W, bias, y, ysv, ysp,
+        st = clenshaw_@S@(&cx, indptr, indices, vals, V, P, Cout, K, x, xsv, xsp, Cin, W, bias, y, P * Cout, Cout,
                           check ? &bad : NULL);
     else
-        st = recurse_@S@(&cx, indptr, indices, vals, V, P, Cin, K, x, xsv, xsp, 0, W, Cin * Cout, Cout, y, ysv, ysp,
-                         bias, NULL, 0, 0, 0, NULL, 0, 0, check ? &bad : NULL);
+        st = recurse_@S@(&cx, indptr, indices, vals, V, P, Cin, K, x, xsv, xsp, 0, W, Cin * Cout, Cout, y, P * Cout,
+                         Cout, bias, NULL, 0, 0, 0, NULL, 0, 0, check ? &bad : NULL);
     ctx_close(&cx);
     return st ? st : atomic_load(&bad) ? 2 : 0;
 }
 
 /* Backward: from g = dL/dy [V, P, Cout] (any strides) and x, gx [V, P, Cin] (strides gxsv,
-   gxsp, channels contiguous; or NULL) and gw [K, Cin, Cout] (or NULL). on_x = 0: one recursion on g, Z_k = T_k g, gives
-   gw_k = x^T Z_k and gx += Z_k W_k^T. on_x = 1: the recursion on x gives gw_k = (T_k x)^T g,
+   gxsp, channels contiguous; or NULL) and gw [K, Cin, Cout] (or NULL). on_x = 0: one
+   recursion on g, Z_k = T_k g, gives gw_k = x^T Z_k and gx += Z_k W_k^T. on_x = 1: the recursion on x gives gw_k = (T_k x)^T g,
    and Clenshaw on g W_k^T gives gx. own_g: g is a private copy the recursion may overwrite.
    Returns 0 or -1. */
 int cheb_backward_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V, int64_t P,
@@ -1491,7 +1486,7 @@ def _bind(dll) -> SimpleNamespace:
     p, i64, dbl, cint = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
     sig = {
         "cheb_step": [p, p, p, i64, i64, i64, p, i64, i64, dbl, p, i64, i64, dbl, p, cint],
-        "cheb_forward": [p, p, p, i64, i64, i64, i64, i64, p, i64, i64, p, p, p, i64, i64, cint, cint, cint],
+        "cheb_forward": [p, p, p, i64, i64, i64, i64, i64, p, i64, i64, p, p, p, cint, cint, cint],
         "cheb_backward": [p, p, p, i64, i64, i64, i64, i64, p, i64, i64, p, i64, i64, cint, p, p, i64, i64, p, cint,
                           cint],
     }

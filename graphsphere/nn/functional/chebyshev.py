@@ -243,8 +243,7 @@ def _forward(op: SparseOperator, xv: torch.Tensor, weight: torch.Tensor, bias, c
     y = _empty(V, B, cout, like=xv)
     weight = weight.contiguous()
     status = kern.cheb_forward(*_csr(op), V, B, cin, cout, K, xv.data_ptr(), xv.stride(0), xv.stride(1),
-                               weight.data_ptr(), _ptr(bias), y.data_ptr(), y.stride(0), y.stride(1),
-                               int(clenshaw), int(check),
+                               weight.data_ptr(), _ptr(bias), y.data_ptr(), int(clenshaw), int(check),
                                torch.get_num_threads())
     if status == 2:  # the first pass saw NaN or Inf: in x, or only in the weights (not x's fault)?
         _check_finite(xv)
