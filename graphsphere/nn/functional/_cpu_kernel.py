@@ -548,6 +548,9 @@ static inline void NAME(int64_t nk, const @T@ *restrict A, int64_t acs, const @T
 }
 GEMM_TILE(gt_a_@S@, vA_@S@, vAu_@S@, MR, NVW)
 GEMM_ROW(gr_a_@S@, vA_@S@, vAu_@S@, NVW, 2)
+GEMM_TILE(gt_a2_@S@, vA_@S@, vAu_@S@, 3 * MR, 2)
+GEMM_TILE(gt_a2h_@S@, vA_@S@, vAu_@S@, MR, 2)
+GEMM_ROW(gr_a2_@S@, vA_@S@, vAu_@S@, 2, 2)
 GEMM_TILE(gt_a1_@S@, vA_@S@, vAu_@S@, 2 * MR, 1)
 GEMM_ROW(gr_a1_@S@, vA_@S@, vAu_@S@, 1, 4)
 GEMM_TILE(gt_b1_@S@, vB_@S@, vBu_@S@, 2 * MR, 1)
@@ -568,6 +571,17 @@ static void small_gemm_@S@(int64_t nr, int64_t nk, int64_t no, const @T@ *restri
         for (; r < nr; r++) ROW(nk, A + r * ars, acs, B + o, bs, D + r * ds + o, init, bo);         \
     }
     COLS(gt_a_@S@, gr_a_@S@, MR, NVW * LA_@S@)
+    /* two vectors (16 float channels on AVX2): 3 MR rows x 2 vectors (12 accumulators on AVX2, of 16
+       registers), then MR-row tiles: one vector per tile would keep too few multiply-adds in flight */
+    for (; o + 2 * LA_@S@ <= no; o += 2 * LA_@S@) {
+        const @T@ *bo = bias ? bias + o : NULL;
+        int64_t r = 0;
+        for (; r + 3 * MR <= nr; r += 3 * MR)
+            gt_a2_@S@(nk, A + r * ars, ars, acs, B + o, bs, D + r * ds + o, ds, init, bo);
+        for (; r + MR <= nr; r += MR)
+            gt_a2h_@S@(nk, A + r * ars, ars, acs, B + o, bs, D + r * ds + o, ds, init, bo);
+        for (; r < nr; r++) gr_a2_@S@(nk, A + r * ars, acs, B + o, bs, D + r * ds + o, init, bo);
+    }
     COLS(gt_a1_@S@, gr_a1_@S@, 2 * MR, LA_@S@)
 #if HAVE_MASK
     if (o < no) gemm_mask_@S@(nr, nk, A, ars, acs, B + o, bs, D + o, ds, init, bias ? bias + o : NULL, no - o);
