@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from graphsphere.config import ConfigError
 from graphsphere.experiments.shapes import format_table, load_config
@@ -271,3 +272,27 @@ def test_select_val_acc_monitors_the_validation_accuracy_and_keeps_other_folders
     assert _run_dir(chosen, other, "SO3/SO3", 400) == _run_dir(base, other, "SO3/SO3", 400)
     with pytest.raises(ConfigError, match=f"{method}.select"):
         load_config(None, [f"{method}.select=val_f1"])
+
+
+@pytest.mark.parametrize("method", ["deepsphere", "sht_cnn"])
+def test_dropout_reaches_the_model_and_keeps_other_folders(method):
+    """`dropout` is passed to the network only when set: runs without it keep their folders."""
+    base = load_config("experiments/shapes_table.yaml", ["data.seed=0"])
+    chosen = load_config("experiments/shapes_table.yaml", ["data.seed=0", f"{method}.dropout=0.3"])
+    assert "dropout" not in _train_config(base, method, "SO3/SO3", Path("x"), 400)["model"]
+    assert _train_config(chosen, method, "SO3/SO3", Path("x"), 400)["model"]["dropout"] == 0.3
+    assert _run_dir(chosen, method, "SO3/SO3", 400) != _run_dir(base, method, "SO3/SO3", 400)
+    other = "sht_cnn" if method == "deepsphere" else "deepsphere"
+    assert _run_dir(chosen, other, "SO3/SO3", 400) == _run_dir(base, other, "SO3/SO3", 400)
+    with pytest.raises(ConfigError, match=f"{method}.dropout"):
+        load_config(None, [f"{method}.dropout=1.0"])
+    # the engine builds the network with it
+    from graphsphere.sampling import from_spec
+    from graphsphere.train.config import ModelConfig
+    from graphsphere.train.module import build_model
+
+    small = load_config(None, ["data.seed=0", f"{method}.dropout=0.3"])
+    tc = _train_config(small, method, "SO3/SO3", Path("x"), 400)
+    spec = dict(tc["sampling"])
+    net = build_model(ModelConfig(**tc["model"]), "classification", from_spec(spec.pop("type"), **spec), 6, 6)
+    assert isinstance(net.dropout, torch.nn.Dropout) and net.dropout.p == 0.3

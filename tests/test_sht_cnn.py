@@ -127,3 +127,23 @@ def test_errors():
         SpectralConv(1, 1, 8, 16, anchors=0)
     with pytest.raises(ValueError, match="nside must be a positive integer"):
         grid_like_healpix(0)
+
+
+def test_dropout_on_the_pooled_features():
+    """dropout zeroes pooled features in training (a scaled mask: outputs change) and is off in eval
+    (outputs equal those of the same weights without dropout); bad rates are refused."""
+    torch.manual_seed(0)
+    g = grid_like_healpix(4)
+    plain, dropped = SHTCNN(g, 2, 3, channels=(4, 8)), SHTCNN(g, 2, 3, channels=(4, 8), dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())   # no parameters of its own: same keys
+    x = torch.randn(4, g.npix, 2)
+    plain.eval(), dropped.eval()
+    torch.testing.assert_close(dropped(x), plain(x))
+    dropped.train()
+    feats = []
+    dropped.fc.register_forward_hook(lambda m, inp, out: feats.append(inp[0]))
+    dropped(x)
+    assert (feats[0] == 0).float().mean() > 0.25      # about half of the 32 pooled features are dropped
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="dropout must be in"):
+            SHTCNN(g, 2, 3, channels=(4, 8), dropout=bad)

@@ -101,6 +101,8 @@ class TrainingSection(Section):
     #: the epoch kept (and tested): "val_loss", the lowest validation loss; "val_acc", the highest validation
     #: accuracy (the loss rises as soon as a network grows confident, which its accuracy need not follow)
     select: Literal["val_loss", "val_acc"] = "val_loss"
+    #: dropout on the pooled features before the last layer (0: none), against overfitting ~100 objects
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class DeepSphereSection(TrainingSection):

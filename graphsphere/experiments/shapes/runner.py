@@ -72,8 +72,12 @@ def _model_spec(cfg: ExperimentConfig, method: str) -> dict:
                 "global_pool": n.global_pool}
         if n.triplet_margin is not None:   # only then: runs without it keep their folders (digests)
             spec.update(triplet_margin=n.triplet_margin, triplet_weight=n.triplet_weight)
-        return spec
-    return {"type": "SHTCNN", "channels": list(cfg.sht_cnn.channels), "anchors": cfg.sht_cnn.anchors}
+    else:
+        n = cfg.sht_cnn
+        spec = {"type": "SHTCNN", "channels": list(n.channels), "anchors": n.anchors}
+    if n.dropout:  # likewise
+        spec["dropout"] = n.dropout
+    return spec
 
 
 def _train_config(cfg: ExperimentConfig, method: str, protocol: str, output_dir: Path, n_train: int) -> dict:

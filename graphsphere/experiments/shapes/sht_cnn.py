@@ -152,6 +152,8 @@ class SHTCNN(nn.Module):
         Features per level, one pooling after each.
     anchors : int
         Learned values per filter (the graph CNN's K).
+    dropout : float
+        Dropout on the pooled features before the linear layer (as ``SphericalCNN``'s).
 
     Input ``[batch, sampling.npix, in_channels]`` (pixels row-major on the
     (lat, lon) grid, north to south), output ``[batch, out_features]``.
@@ -162,8 +164,10 @@ class SHTCNN(nn.Module):
     """
 
     def __init__(self, sampling: GaussLegendre, in_channels: int, out_features: int,
-                 channels=(16, 32, 64, 128, 256), anchors: int = 4):
+                 channels=(16, 32, 64, 128, 256), anchors: int = 4, dropout: float = 0.0):
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if not isinstance(sampling, GaussLegendre):
             raise TypeError(f"sampling must be a graphsphere GaussLegendre grid (the transform's exact "
                             f"quadrature), got {type(sampling).__name__}; see grid_like_healpix(nside)")
@@ -183,6 +187,7 @@ class SHTCNN(nn.Module):
             self.convs.append(SpectralConv(cin, cout, nlat, nlon, anchors))
             self.norms.append(nn.BatchNorm2d(cout))
             nlat, nlon, cin = nlat // 2, nlon // 2, cout
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(cin, self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,4 +199,4 @@ class SHTCNN(nn.Module):
         x = x.reshape(B, self.sampling.nlat, self.sampling.nlon, self.in_channels).permute(0, 3, 1, 2)
         for conv, norm in zip(self.convs, self.norms):
             x = nn.functional.avg_pool2d(torch.relu(norm(conv(x))), 2)
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.fc(self.dropout(x.mean(dim=(2, 3))))
