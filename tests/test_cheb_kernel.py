@@ -146,27 +146,64 @@ def test_strided_inputs(graph, backend):
 @pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
 def test_same_result_for_any_thread_count():
     """Work is split into chunks that never depend on the thread count, and the
-    weight-gradient partial sums are added in chunk order: bitwise equal results."""
+    weight-gradient partial sums are added in chunk order: bitwise equal results,
+    on OpenMP's team (PyTorch's threads) and on the kernel's own pool alike."""
     g = gs.SphereGraph(gs.sampling.HEALPix(nside=8), k=8)
-    op = as_operator(g)
+    op, lib = as_operator(g), _cpu_kernel.load()
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(8, g.npix, 16, generator=gen)
     w0 = torch.randn(5, 16, 16, generator=gen)
-    n = torch.get_num_threads()
+    n, mode = torch.get_num_threads(), _cpu_kernel.openmp()
     out = []
     try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
-            y = cheb_conv(x, op, w)
-            y.backward(torch.ones_like(y) + y.detach())
-            out.append((y.detach(), x.grad, w.grad))
+        for openmp in ((True, False) if mode is not None else (None,)):
+            _cpu_kernel.openmp(openmp)
+            for threads in (1, 2, 3):
+                torch.set_num_threads(threads)
+                lib.threads_seen(1)
+                x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+                y = cheb_conv(x, op, w)
+                y.backward(torch.ones_like(y) + y.detach())
+                out.append((y.detach(), x.grad, w.grad))
+                assert lib.threads_seen(0) <= threads, (openmp, threads)  # never more threads than asked
     finally:
         torch.set_num_threads(n)
+        _cpu_kernel.openmp(mode)
     for other in out[1:]:
         for a, b in zip(out[0], other):
             assert torch.equal(a, b)
-    assert _cpu_kernel.load().pool_threads() >= 1  # the helpers were used, and are kept
+    assert lib.pool_threads() >= 1  # the pool's helpers were used, and are kept
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
+@pytest.mark.parametrize("openmp", [True, False])
+def test_two_threads_share_the_work(openmp):
+    """With two threads, both run chunks of a layer's steps: on OpenMP's team (PyTorch's threads) or
+    on the kernel's pool. Chunks are claimed dynamically and a busy machine may keep a thread off
+    the core for a whole call, so a few calls are allowed; one thread never runs them all in ten."""
+    if _cpu_kernel.openmp() is None:
+        pytest.skip("the kernel was built without OpenMP (the compiler has no -fopenmp)")
+    g = gs.SphereGraph(gs.sampling.HEALPix(nside=16), k=8)
+    op, lib = as_operator(g), _cpu_kernel.load()
+    x, w = torch.randn(8, g.npix, 16), torch.randn(5, 16, 16)
+    n, mode = torch.get_num_threads(), _cpu_kernel.openmp(openmp)
+    try:
+        torch.set_num_threads(2)
+        seen = []
+        for _ in range(10):
+            lib.threads_seen(1)
+            cheb_conv(x, op, w)
+            seen.append(lib.threads_seen(0))
+            if seen[-1] == 2:
+                break
+        assert seen[-1] == 2 and max(seen) <= 2, seen
+        torch.set_num_threads(1)
+        lib.threads_seen(1)
+        cheb_conv(x, op, w)
+        assert lib.threads_seen(0) == 0  # one thread: every chunk on the caller, no job handed out
+    finally:
+        torch.set_num_threads(n)
+        _cpu_kernel.openmp(mode)
 
 
 @pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler")
@@ -180,7 +217,7 @@ def test_helpers_that_sleep_between_calls_give_the_same_results():
     w = torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(2))
     old = lib.spin_us(-1)  # a negative value only reads it
     assert old == 200.0
-    out, n = [], torch.get_num_threads()
+    out, n, mode = [], torch.get_num_threads(), _cpu_kernel.openmp(False)  # the kernel's own pool
     try:
         torch.set_num_threads(2)
         for us in (0.0, old):
@@ -190,6 +227,7 @@ def test_helpers_that_sleep_between_calls_give_the_same_results():
     finally:
         lib.spin_us(old)
         torch.set_num_threads(n)
+        _cpu_kernel.openmp(mode)
     for a, b in zip(*out):
         assert torch.equal(a, b)
 
@@ -282,22 +320,30 @@ def test_damaged_cached_kernel_is_rebuilt(tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_KERNEL or not hasattr(os, "fork"), reason="needs the kernel and fork()")
-def test_fork_after_threads_started():
-    """The helper threads do not survive fork(): a child process (a DataLoader
-    worker, say) recreates them and computes correctly."""
-    r = _run("""
+@pytest.mark.parametrize("openmp", [False, True])
+def test_fork_after_threads_started(openmp):
+    """Threads do not survive fork(): a child process (a DataLoader worker, say) rebuilds the pool's
+    helpers and computes correctly on two threads. OpenMP's team cannot be rebuilt (libgomp hangs in
+    a child whose parent used it, PyTorch's own operations included), so a child runs on the pool.
+    The batch is small enough (24,576 numbers) that torch's own operations stay serial in the child."""
+    if openmp and _cpu_kernel.openmp() is None:
+        pytest.skip("the kernel was built without OpenMP (the compiler has no -fopenmp)")
+    r = _run(f"""
         import os, torch, numpy as np, graphsphere as gs
         from graphsphere.nn.functional import _cpu_kernel
         from graphsphere.nn.functional.chebyshev import as_operator, cheb_conv
         torch.set_num_threads(2)
+        _cpu_kernel.openmp({openmp})
+        lib = _cpu_kernel.load()
         g = gs.SphereGraph(gs.sampling.HEALPix(nside=8), k=8)
         op = as_operator(g)
-        x = torch.randn(8, g.npix, 16); w = torch.randn(4, 16, 16)
+        x = torch.randn(2, g.npix, 16); w = torch.randn(4, 16, 16)
         ref = cheb_conv(x, op, w)
-        assert _cpu_kernel.load().pool_threads() >= 1
+        assert (lib.pool_threads() >= 1) != {openmp}
         pid = os.fork()
         if pid == 0:
-            ok = torch.equal(cheb_conv(x, op, w), ref) and _cpu_kernel.load().pool_threads() >= 1
+            ok = all(torch.equal(cheb_conv(x, op, w), ref) for _ in range(5))
+            ok = ok and lib.openmp(-1) == 0 and lib.pool_threads() >= 1
             os._exit(0 if ok else 3)
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

@@ -141,14 +141,16 @@ static void *buf_get(buf_t *b, size_t bytes) {
    awake (a sleeping helper wakes too late to help: SHREC'17 inference at
    batch 1 took 2.2 ms with 50 us, 1.8 ms with 200 us; training steps the same). The chunking never depends on the number of threads, and
    reductions run in chunk order: results are the same for any thread count.
-   After fork() the child starts with no helpers (they are recreated). */
+   After fork() the child starts with no helpers (they are recreated). Where the library
+   is built with OpenMP, jobs run on OpenMP's team instead (see use_openmp), except in a
+   forked child. */
 typedef void (*chunk_fn)(void *job, int64_t chunk, int tid);
 
 static struct {
     pthread_mutex_t owner;   /* held by the call that uses the helpers and the arena */
     pthread_mutex_t m;
     pthread_cond_t cv;
-    int nworkers, atfork;
+    int nworkers;
     uint64_t gen;
     _Atomic uint64_t state;  /* gen:28 | threads:6 | chunks:15 | next:15 */
     _Atomic int64_t done;
@@ -158,21 +160,26 @@ static struct {
     void *job;
     uint32_t start_bell[MAXT];
     double spin_us;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0,
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0,
           NULL, NULL, {0}, 200.0};
 
 #define ST_NEXT(s) ((int64_t)((s) & 0x7fff))
 #define ST_N(s) ((int64_t)(((s) >> 15) & 0x7fff))
 #define ST_THREADS(s) ((int)(((s) >> 30) & 63))
 
+/* Threads (bit tid) that ran a chunk since the last gs_threads_seen(1): for tests. */
+static _Atomic uint64_t threads_seen;
+
 static void claim_chunks(int tid) {
     uint64_t s = atomic_load_explicit(&pool.state, memory_order_acquire);
+    int ran = 0;
     for (;;) {
         if (ST_NEXT(s) >= ST_N(s) || tid >= ST_THREADS(s)) return;
         if (!atomic_compare_exchange_weak_explicit(&pool.state, &s, s + 1, memory_order_acq_rel,
                                                    memory_order_acquire))
             continue;
         /* chunk ST_NEXT(s) of this job is ours: the job cannot end before it is done */
+        if (!ran++) atomic_fetch_or_explicit(&threads_seen, (uint64_t)1 << tid, memory_order_relaxed);
         pool.fn(pool.job, ST_NEXT(s), tid);
         atomic_fetch_add_explicit(&pool.done, 1, memory_order_acq_rel);
         s = atomic_load_explicit(&pool.state, memory_order_acquire);
@@ -219,10 +226,6 @@ static void pool_after_fork(void) {
 }
 
 static void grow_pool(int want) {
-    if (!pool.atfork) {
-        pthread_atfork(NULL, NULL, pool_after_fork);
-        pool.atfork = 1;
-    }
     while (pool.nworkers < want && pool.nworkers < MAXT - 1) {
         const int tid = pool.nworkers + 1;
         pool.start_bell[tid] = atomic_load(&pool.bell);
@@ -238,6 +241,29 @@ static void grow_pool(int want) {
     }
 }
 
+/* Where the library is built with OpenMP (it then shares the process's libgomp, and so
+   PyTorch's team of threads): whether jobs run on that team (1) or on the pool above (0).
+   PyTorch's threads spin for a while after each of its parallel operations; a pool of our
+   own then competes with them for the same cores (10 % of the CPU time of a layer's forward +
+   backward on 2 threads, in a profile), where the team they spin in takes our chunks at once. */
+#ifdef _OPENMP
+#include <omp.h>
+static int use_openmp = 1;
+#else
+static int use_openmp = 0;
+#endif
+
+/* In a child process, OpenMP's team is gone but libgomp does not know it (a parallel region
+   there hangs, PyTorch's own included: its DataLoader workers run on one thread): a child runs
+   its jobs on the pool, which it rebuilds. */
+static void after_fork_in_child(void) {
+    use_openmp = 0;
+    pool_after_fork();
+}
+__attribute__((constructor)) static void register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+}
+
 /* Run chunks 0..n-1 of a job, on nthreads threads (the caller included)
    when `parallel`, else in order on the caller. */
 static void run_chunks(chunk_fn fn, void *job, int64_t n, int nthreads, int parallel) {
@@ -245,6 +271,19 @@ static void run_chunks(chunk_fn fn, void *job, int64_t n, int nthreads, int para
         for (int64_t c = 0; c < n; c++) fn(job, c, 0);
         return;
     }
+#ifdef _OPENMP
+    if (use_openmp && !omp_in_parallel()) {
+        _Atomic int64_t next = 0;
+        #pragma omp parallel num_threads((int)imin(nthreads, n))
+        {
+            const int tid = omp_get_thread_num();  /* < nthreads: its scratch exists */
+            int64_t c = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
+            if (c < n) atomic_fetch_or_explicit(&threads_seen, (uint64_t)1 << tid, memory_order_relaxed);
+            for (; c < n; c = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) fn(job, c, tid);
+        }
+        return;
+    }
+#endif
     if (pool.nworkers < nthreads - 1) grow_pool(nthreads - 1);
     const int lim = 1 + (int)imin(pool.nworkers, nthreads - 1);
     if (lim <= 1) {
@@ -383,6 +422,27 @@ int64_t gs_slicing(int64_t min_bytes, int64_t max_bytes, int64_t row_bytes) {
     if (row_bytes >= 0) slice_row_bytes = row_bytes;
     pthread_mutex_unlock(&pool.owner);
     return old;
+}
+
+/* Run jobs on OpenMP's team (1) or on the pool (0), where built with OpenMP; negative: leave
+   unchanged. Returns the previous setting, or -1 when the library has no OpenMP. */
+int gs_openmp(int on) {
+#ifdef _OPENMP
+    pthread_mutex_lock(&pool.owner);
+    const int old = use_openmp;
+    if (on >= 0) use_openmp = on != 0;
+    pthread_mutex_unlock(&pool.owner);
+    return old;
+#else
+    (void)on;
+    return -1;
+#endif
+}
+
+/* How many threads ran chunks since the last reset; with `reset`, start counting anew. */
+int gs_threads_seen(int reset) {
+    const uint64_t m = reset ? atomic_exchange(&threads_seen, 0) : atomic_load(&threads_seen);
+    return __builtin_popcountll(m);
 }
 
 /* How many helper threads exist (for tests). */
@@ -1489,7 +1549,11 @@ def _build(cc: str) -> Path:
         src = Path(tmp) / "cheb_step.c"
         src.write_text(SOURCE)
         lib = Path(tmp) / "cheb_step.so"
-        subprocess.run([cc, *_FLAGS, str(src), "-o", str(lib)], check=True, capture_output=True, timeout=300)
+        try:  # with OpenMP where the compiler has it: jobs then run on PyTorch's own threads (see gs_openmp)
+            subprocess.run([cc, *_FLAGS, "-fopenmp", str(src), "-o", str(lib)], check=True, capture_output=True,
+                           timeout=300)
+        except subprocess.CalledProcessError:
+            subprocess.run([cc, *_FLAGS, str(src), "-o", str(lib)], check=True, capture_output=True, timeout=300)
         data = lib.read_bytes()
     _write_atomic(target, data)
     _write_atomic(target.with_name(target.name + ".sha256"), hashlib.sha256(data).hexdigest().encode())
@@ -1528,9 +1592,11 @@ def _bind(dll) -> SimpleNamespace:
     dll.gs_kept_bytes.argtypes, dll.gs_kept_bytes.restype = [], i64
     dll.gs_spin_us.argtypes, dll.gs_spin_us.restype = [dbl], dbl
     dll.gs_slicing.argtypes, dll.gs_slicing.restype = [i64, i64, i64], i64
+    dll.gs_openmp.argtypes, dll.gs_openmp.restype = [cint], cint
+    dll.gs_threads_seen.argtypes, dll.gs_threads_seen.restype = [cint], cint
     return SimpleNamespace(conv=conv, bn=bn, block_pool=block_pool, release=dll.gs_release,
                            pool_threads=dll.gs_pool_threads, kept_bytes=dll.gs_kept_bytes, spin_us=dll.gs_spin_us,
-                           slicing=dll.gs_slicing, dll=dll)
+                           slicing=dll.gs_slicing, openmp=dll.gs_openmp, threads_seen=dll.gs_threads_seen, dll=dll)
 
 
 def load():
@@ -1587,3 +1653,22 @@ def slicing(min_bytes: int | None = None, max_bytes: int | None = None) -> int |
         return None
     return int(lib.slicing(-1 if min_bytes is None else int(min_bytes), -1 if max_bytes is None else int(max_bytes),
                            -1))
+
+
+def openmp(on: bool | None = None) -> bool | None:
+    """Whether the kernels run their threads on OpenMP's team, which is PyTorch's (True, the default
+    where the library was built with OpenMP), or on a pool of their own (False). PyTorch's threads
+    spin for a while after each of its parallel operations and compete with a pool of ours for the
+    cores; on its team they take the kernel's work instead. Results are the same either way (the
+    work is cut into the same chunks, reduced in the same order). None only reads the setting;
+    returns the previous one (None without the kernel or without OpenMP).
+
+    >>> old = openmp(False)      # our own pool of threads
+    >>> _ = openmp(old)
+    """
+    lib = load()
+    if lib is None:
+        return None
+    old = int(lib.openmp(-1 if on is None else int(bool(on))))
+    return None if old < 0 else bool(old)
+
