@@ -78,6 +78,9 @@ _HEADER = r"""/* ==== common part (type independent) ==== */
 #define MR 2
 #endif
 #define NVW 4
+/* Sparse sums run NA accumulator sets over alternating neighbours, in every tile and tail alike
+   (see SPARSE_TILE): one constant, so that no tile can round differently from another. */
+#define NA 2
 /* AVX-512 masked loads and stores: a row's last, partial vector at full speed
    (elsewhere: narrower vectors, then scalars). */
 #if defined(__AVX512F__)
@@ -471,12 +474,12 @@ static inline void mstore_@S@(@T@ *p, vA_@S@ v, int64_t n) {
 static inline void sp_mask_@S@(const @I@ *restrict idx, const @T@ *restrict val, @I@ j0, @I@ j1,
                                const @T@ *restrict x, int64_t xsv, @T@ alpha, const @T@ *restrict y, @T@ beta,
                                @T@ *restrict t, int64_t n) {
-    vA_@S@ a[2] = {{0}, {0}};  /* two sums over alternating neighbours, as SPARSE_TILE: the same rounding */
+    vA_@S@ a[NA] = {{0}};  /* NA sums over alternating neighbours, as SPARSE_TILE: the same rounding */
     @I@ j = j0;
-    for (; j + 2 <= j1; j += 2)
-        for (int u = 0; u < 2; u++) a[u] += val[j + u] * mload_@S@(x + (int64_t)idx[j + u] * xsv, n);
+    for (; j + NA <= j1; j += NA)
+        for (int u = 0; u < NA; u++) a[u] += val[j + u] * mload_@S@(x + (int64_t)idx[j + u] * xsv, n);
     for (; j < j1; j++) a[0] += val[j] * mload_@S@(x + (int64_t)idx[j] * xsv, n);
-    a[0] += a[1];
+    for (int u = 1; u < NA; u++) a[0] += a[u];
     mstore_@S@(t, y ? alpha * a[0] + beta * mload_@S@(y, n) : alpha * a[0], n);
 }
 /* the last n < LA columns of a small matrix product (see GEMM_TILE): RB rows, then single rows */
@@ -505,12 +508,12 @@ static inline void gemm_mask_@S@(int64_t nr, int64_t nk, const @T@ *restrict A, 
 
 /* -- sparse rows: t[0:NV*L] = alpha * sum_j v_j x_j[0:NV*L] (+ beta * y) over one row's
    neighbours, NA accumulator sets over alternating neighbours to hide the multiply-add latency.
-   NA = 2 in every instance (and in the masked and scalar tails): which tile a channel falls in
+   The same NA in every instance and in the masked and scalar tails: which tile a channel falls in
    depends on the batch size (the rows of P samples are merged), its rounding should not. With
    these two rules a model predicts the same maps at batch 1 and batch 8 (tests/test_patches.py);
    bitwise equality for every channel count is not promised (tails may contract multiply-adds
    differently). */
-#define SPARSE_TILE(NAME, VT, VTU, NV, NA)                                                          \
+#define SPARSE_TILE(NAME, VT, VTU, NV)                                                              \
 static inline void NAME(const @I@ *restrict idx, const @T@ *restrict val, @I@ j0, @I@ j1,             \
                         const @T@ *restrict x, int64_t xsv, @T@ alpha, const @T@ *restrict y,        \
                         @T@ beta, @T@ *restrict t) {                                                  \
@@ -534,11 +537,11 @@ static inline void NAME(const @I@ *restrict idx, const @T@ *restrict val, @I@ j0
         *(VTU *)(t + w * L) = alpha * a[0][w] + beta * (VT)(*(const VTU *)(y + w * L));             \
     else for (int w = 0; w < NV; w++) *(VTU *)(t + w * L) = alpha * a[0][w];                        \
 }
-SPARSE_TILE(sp_a4_@S@, vA_@S@, vAu_@S@, 4, 2)
-SPARSE_TILE(sp_a2_@S@, vA_@S@, vAu_@S@, 2, 2)
-SPARSE_TILE(sp_a1_@S@, vA_@S@, vAu_@S@, 1, 2)
-SPARSE_TILE(sp_b1_@S@, vB_@S@, vBu_@S@, 1, 2)
-SPARSE_TILE(sp_c1_@S@, vC_@S@, vCu_@S@, 1, 2)
+SPARSE_TILE(sp_a4_@S@, vA_@S@, vAu_@S@, 4)
+SPARSE_TILE(sp_a2_@S@, vA_@S@, vAu_@S@, 2)
+SPARSE_TILE(sp_a1_@S@, vA_@S@, vAu_@S@, 1)
+SPARSE_TILE(sp_b1_@S@, vB_@S@, vBu_@S@, 1)
+SPARSE_TILE(sp_c1_@S@, vC_@S@, vCu_@S@, 1)
 
 /* t[0:n] = alpha * sum_j v_j x_j[0:n] + beta * y[0:n] (y may be NULL). */
 static void sparse_seg_@S@(const @I@ *restrict idx, const @T@ *restrict val, @I@ j0, @I@ j1,
@@ -556,13 +559,13 @@ static void sparse_seg_@S@(const @I@ *restrict idx, const @T@ *restrict val, @I@
     SEG(sp_b1_@S@, LB_@S@)
     SEG(sp_c1_@S@, LC_@S@)
 #undef SEG
-    for (; q < n; q++) {  /* two sums over alternating neighbours, as the vector tiles: the same rounding */
-        @T@ s[2] = {0, 0};
+    for (; q < n; q++) {  /* NA sums over alternating neighbours, as the vector tiles: the same rounding */
+        @T@ s[NA] = {0};
         @I@ j = j0;
-        for (; j + 2 <= j1; j += 2)
-            for (int u = 0; u < 2; u++) s[u] += val[j + u] * x[(int64_t)idx[j + u] * xsv + q];
+        for (; j + NA <= j1; j += NA)
+            for (int u = 0; u < NA; u++) s[u] += val[j + u] * x[(int64_t)idx[j + u] * xsv + q];
         for (; j < j1; j++) s[0] += val[j] * x[(int64_t)idx[j] * xsv + q];
-        s[0] += s[1];
+        for (int u = 1; u < NA; u++) s[0] += s[u];
         t[q] = y ? alpha * s[0] + beta * y[q] : alpha * s[0];
     }
 }
@@ -1671,4 +1674,3 @@ def openmp(on: bool | None = None) -> bool | None:
         return None
     old = int(lib.openmp(-1 if on is None else int(bool(on))))
     return None if old < 0 else bool(old)
-
