@@ -253,6 +253,16 @@ def test_two_seeds_end_to_end(tmp_path, monkeypatch):
     table = (out / "results.md").read_text()
     assert "Over 2 seeds (0, 1;" in table and "| 1 | z/SO3 | DeepSphere" in table
     assert (out / "confusion.png").exists()
+    # averaging over rotated copies is a test-time choice: the trained run is re-tested, its copies projected
+    cached = set((tmp_path / "cache").rglob("*.npy"))
+    turned = run(load_config(settings, common + [f"output_dir={tmp_path / 'out'}", "data.seed=1", "timing=false",
+                                                 "tta_copies=2", "tta_rotations=true"]))
+    (again,) = turned["runs"]
+    assert again["retested"] and again["run_dir"] == alone_run["run_dir"]
+    assert again["accuracy_no_tta"] == alone_run["accuracy_no_tta"]
+    new = set((tmp_path / "cache").rglob("*.npy")) - cached
+    assert len(new) == turned["sizes"]["test"]                         # one rotated copy per test sample
+    assert "2 copies (each rotated afresh)" in (out / "results.md").read_text()
 
 
 @pytest.mark.parametrize("method", ["deepsphere", "sht_cnn"])

@@ -138,6 +138,34 @@ def test_copies_keep_the_rotation_and_move_the_shape(folder):
                                                                    *second), atol=1e-6)
 
 
+def test_rotated_copies_turn_the_shape_and_are_cached_apart(folder, tmp_path):
+    """Copies with ``rotate``: a rotation of their own as well (averaging over rotations at test time)."""
+    collection = ShapeCollection(HEALPIX8, folder, categories={"odd.ply": "a"}, cache_dir=tmp_path,
+                                 max_translation=0.1, scale_range=(0.8, 1.2))
+    first, moved = collection.perturbation(0, 3), collection.perturbation(0, 3, copy=1)
+    turned = collection.perturbation(0, 3, copy=1, rotate=True)
+    assert np.abs(turned.rotation - first.rotation).max() > 0.1            # another rotation ...
+    np.testing.assert_allclose(turned.rotation @ turned.rotation.T, np.eye(3), atol=1e-12)
+    assert (turned.scale, tuple(turned.translation)) == (moved.scale, tuple(moved.translation))  # same move
+    same = collection.perturbation(0, 3, copy=0, rotate=True)             # copy 0 is the sample itself
+    np.testing.assert_array_equal(same.rotation, first.rotation)
+    assert collection.cache_path(0, 3, 1, True) != collection.cache_path(0, 3, 1)
+    assert collection.cache_path(0, 3, 0, True) == collection.cache_path(0, 3, 0)
+    maps = collection.samples([(0, 3, 1), (0, 3, 1, True)], progress=False)
+    np.testing.assert_allclose(maps[1], project(load_mesh(folder / "odd.ply"), HEALPIX8, *turned), atol=1e-6)
+    assert np.abs(maps[0] - maps[1]).max() > 0.1
+    np.testing.assert_array_equal(collection.samples([(0, 3, 1, True)], progress=False)[0], maps[1])  # cached
+
+
+def test_rotated_test_copies_of_z_protocol_turn_in_so3(zoo):
+    """Under z/SO3 the test copies are rotated as the test samples are: anywhere, not about z only."""
+    plan = plan_splits(HEALPIX4, task="instance", protocol="z/SO3", samples_per_mesh=10,
+                       category_table=zoo / "categories.csv", root=zoo, cache_dir=False)
+    test = plan.collections["test"]
+    tilts = [abs(test.perturbation(i, j, copy=1, rotate=True).rotation[2, 2]) for i, j in plan.pairs["train"]]
+    assert min(tilts) < 0.5
+
+
 def test_perturbations_do_not_depend_on_the_other_samples(folder):
     a = ShapeCollection(HEALPIX4, folder, categories={"odd.ply": "a"}, cache_dir=False, max_translation=0.1)
     b = ShapeCollection(HEALPIX4, folder, categories={"odd.ply": "a", "box.off": "b"}, cache_dir=False,

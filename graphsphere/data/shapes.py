@@ -213,8 +213,9 @@ class ShapeCollection:
 
     A sample is (mesh ``i``, perturbation seed ``j``), or (``i``, ``j``, copy ``c``): copy ``c > 0`` has the
     rotation of copy 0 and a translation and scale of its own, the augmented copies that test-time
-    augmentation averages over (the paper used 3 random translations). The perturbation is drawn from a
-    generator seeded with ``(seed, j, crc32(mesh name))`` (plus ``c`` for the translation of a copy), so it
+    augmentation averages over (the paper used 3 random translations); (``i``, ``j``, ``c``, True) is a copy
+    with a rotation of its own as well (rotation averaging at test time). The perturbation is drawn from a
+    generator seeded with ``(seed, j, crc32(mesh name))`` (plus ``c`` for the rest of a copy), so it
     depends on the mesh and the seeds, not on which other meshes or seeds are asked for. A projected
     sample is cached in ``cache_dir`` under a digest of the mesh file's sha256, the sampling's pixel
     directions, the perturbation settings, the seeds and ``PROJECTION_VERSION``: any change of these
@@ -292,8 +293,8 @@ class ShapeCollection:
         """Category index (in :attr:`category_names`) of each mesh."""
         return np.array([self.category_names.index(e.category) for e in self.entries])
 
-    def perturbation(self, index: int, seed: int, copy: int = 0) -> Perturbation:
-        """The perturbation of sample (mesh ``index``, seed ``seed``, copy ``copy``)."""
+    def perturbation(self, index: int, seed: int, copy: int = 0, rotate: bool = False) -> Perturbation:
+        """The perturbation of sample (mesh ``index``, seed ``seed``, copy ``copy``, rotated afresh or not)."""
         crc = zlib.crc32(self.entries[index].name.encode())
         first = random_perturbation(np.random.default_rng([self.seed, int(seed), crc]), self.protocol,
                                     self.max_translation, self.scale_range)
@@ -303,9 +304,9 @@ class ShapeCollection:
             raise ValueError(f"copy must be >= 0, got {copy}")
         other = random_perturbation(np.random.default_rng([self.seed, int(seed), crc, int(copy)]), self.protocol,
                                     self.max_translation, self.scale_range)
-        return Perturbation(first.rotation, other.translation, other.scale)
+        return other if rotate else Perturbation(first.rotation, other.translation, other.scale)
 
-    def cache_path(self, index: int, seed: int, copy: int = 0) -> Path | None:
+    def cache_path(self, index: int, seed: int, copy: int = 0, rotate: bool = False) -> Path | None:
         """The cache file of a sample (None without a cache)."""
         if self.cache_dir is None:
             return None
@@ -313,7 +314,7 @@ class ShapeCollection:
         key = json.dumps({"version": PROJECTION_VERSION, "mesh": entry.sha256, "sampling": self._sampling_digest,
                           "protocol": self.protocol, "max_translation": self.max_translation,
                           "scale_range": list(self.scale_range), "base_seed": self.seed, "seed": int(seed),
-                          "copy": int(copy)}, sort_keys=True)
+                          "copy": int(copy), **({"rotate": True} if rotate and copy else {})}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return self.cache_dir / f"{Path(entry.name).stem}-{digest}.npy"
 
@@ -323,14 +324,16 @@ class ShapeCollection:
 
     def samples(self, pairs: Sequence[tuple[int, ...]], *, workers: int = 1, progress: bool = True,
                 desc: str = "projecting meshes") -> np.ndarray:
-        """The [len(pairs), npix, 6] float32 maps of samples (mesh index, seed) or (mesh index, seed,
-        copy), from the cache where there, projected (in ``workers`` processes) and cached otherwise.
+        """The [len(pairs), npix, 6] float32 maps of samples (mesh index, seed), (mesh index, seed, copy) or
+        (mesh index, seed, copy, rotate), from the cache where there, projected (in ``workers`` processes) and
+        cached otherwise.
 
         With ``workers > 1``, worker processes project a mesh at a time each, the largest first (this process the
         smallest while the first worker starts). They start from a fresh server process (multiprocessing's
         "forkserver"), so a script must guard its entry point with ``if __name__ == "__main__":``.
         """
-        keys = [(int(p[0]), int(p[1]), int(p[2]) if len(p) > 2 else 0) for p in pairs]
+        keys = [(int(p[0]), int(p[1]), int(p[2]) if len(p) > 2 else 0, bool(p[3]) if len(p) > 3 else False)
+                for p in pairs]
         out = np.empty((len(keys), len(self.directions), len(CHANNELS)), dtype=np.float32)
         todo: dict[int, list[int]] = {}  # mesh index -> positions in keys still to project
         damaged = []
@@ -408,12 +411,13 @@ class SplitPlan:
         entries = self.collections[split].entries
         return {entries[i].name for i, _ in self.pairs[split]}
 
-    def arrays(self, split: str, *, copy: int = 0, workers: int = 1, progress: bool = True) -> np.ndarray:
-        """The [n, npix, 6] maps of ``split`` (copy ``copy`` of every sample: see :class:`ShapeCollection`)."""
-        keys = [(i, j, copy) for i, j in self.pairs[split]]
+    def arrays(self, split: str, *, copy: int = 0, rotate: bool = False, workers: int = 1,
+               progress: bool = True) -> np.ndarray:
+        """The [n, npix, 6] maps of ``split``: copy ``copy`` of every sample (see :class:`ShapeCollection`)."""
+        keys = [(i, j, copy, rotate) for i, j in self.pairs[split]]
+        label = f", copy {copy}" + (" rotated" if rotate else "") if copy else ""
         return self.collections[split].samples(keys, workers=workers, progress=progress,
-                                               desc=f"projecting {split} ({self.protocol})"
-                                                    + (f", copy {copy}" if copy else ""))
+                                               desc=f"projecting {split} ({self.protocol}){label}")
 
 
 def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:

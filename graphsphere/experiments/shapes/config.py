@@ -159,6 +159,9 @@ class ExperimentConfig(ExperimentBase):
     #: test-time augmentation: class probabilities averaged over this many copies of every test sample (same
     #: rotation, other translation and scale; the paper: 3); 1: no augmentation
     tta_copies: PositiveInt = 3
+    #: the copies get a random rotation of their own too (as the test split's: any rotation), so that the
+    #: probabilities are averaged over rotations; False: the paper's translated copies
+    tta_rotations: bool = False
     #: measure inference time per sample (batch 1 and 32) of every trained model, in this process
     timing: bool = True
     #: the mesh drawn beside its maps in mesh_maps.png (another one when it is not in the data)

@@ -300,8 +300,8 @@ def _evaluate(cfg: ExperimentConfig, method: str, protocol: str, run: dict) -> t
     spec = dict(_sampling_spec(cfg, method))
     sampling = from_spec(spec.pop("type"), **spec)
     plan = plan_from_params(sampling, cfg.data.seed, _data_params(cfg, protocol))
-    copies = [plan.arrays("test", copy=c, workers=cfg.data.workers, progress=cfg.progress)
-              for c in range(cfg.tta_copies)]
+    copies = [plan.arrays("test", copy=c, rotate=cfg.tta_rotations, workers=cfg.data.workers,
+                          progress=cfg.progress) for c in range(cfg.tta_copies)]
     labels = plan.labels("test")
     module = SphereTask.from_checkpoint(run["best_checkpoint"])
     device = _device(cfg, method)
@@ -335,7 +335,8 @@ def _project_all(cfg: ExperimentConfig) -> dict:
                 if plan.pairs[split]:
                     plan.arrays(split, workers=cfg.data.workers, progress=cfg.progress)
             for copy in range(1, cfg.tta_copies):   # the test-time augmentation's copies
-                plan.arrays("test", copy=copy, workers=cfg.data.workers, progress=cfg.progress)
+                plan.arrays("test", copy=copy, rotate=cfg.tta_rotations, workers=cfg.data.workers,
+                            progress=cfg.progress)
             sizes = {"meshes": plan.info["meshes"], "classes": len(plan.class_names),
                      "class_names": plan.class_names if cfg.data.task == "category" else None,
                      **{s: len(p) for s, p in plan.pairs.items()},
@@ -440,8 +441,9 @@ def format_table(results: dict) -> str:
              f"{sizes['train']} training / {sizes['val']} validation / {sizes['test']} test samples "
              f"({d['samples_per_mesh']} random perturbations per mesh: rotation, translation up to "
              f"{d['max_translation']:g}, scale in [{d['scale_range'][0]:g}, {d['scale_range'][1]:g}]). "
-             f"Test-time augmentation: {cfg['tta_copies']} copies. Retrieval as SHREC'17: a query retrieves "
-             "the objects predicted in its class, ranked by that class's probability."
+             f"Test-time augmentation: {cfg['tta_copies']} copies"
+             f"{' (each rotated afresh)' if cfg.get('tta_rotations') else ''}. Retrieval as SHREC'17: a query "
+             "retrieves the objects predicted in its class, ranked by that class's probability."
              + (f" Sizes of seed {seeds[0]}'s split; every seed draws its own." if sh else ""), "",
              *summary_lines(results),
              sh + "| protocol | model | pixels | params | accuracy (%) | no TTA (%) | F1 (%) | mAP micro | mAP macro "
