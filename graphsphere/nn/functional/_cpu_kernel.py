@@ -315,13 +315,6 @@ static void run_chunks(chunk_fn fn, void *job, int64_t n, int nthreads, int para
     }
 }
 
-/* Rows of a [V, P, n] operand whose P blocks are not equally spaced (batch-major, say):
-   one product per block p over the block's vertices, sv apart (enough of them), rather than
-   packing the rows into scratch first. */
-static inline int per_block(int64_t P, int64_t nb, int64_t sv, int64_t sp) {
-    return P > 1 && sv != P * sp && nb >= 16;
-}
-
 /* Chebyshev temporaries of a whole batch larger than slice_min bytes: the recursions run on
    slices of the batch (see slice_samples), two or more, of at most slice_max bytes each. */
 static int64_t slice_min = (int64_t)16 << 20, slice_max = (int64_t)16 << 20, slice_row_bytes = 256;
@@ -687,7 +680,10 @@ typedef struct {
 } step_@S@;
 
 /* Rows of a [V, P, n] operand for vertices i0..i0+nb: a pointer and row stride, packed
-   into `pk` when the rows are not equally spaced. */
+   into `pk` when the rows are not equally spaced. Packed rather than multiplied block by
+   block: in a batch-major operand the P blocks lie V n floats apart, often a multiple of a
+   large power of two, and products reading P such streams at once thrash the cache sets they
+   share (the Gram and pre-mix products ran 1.2-1.3x slower per block at nside 32 and 64). */
 static const @T@ *rows_of_@S@(const @T@ *S, int64_t sv, int64_t sp, int64_t P, int64_t n, int64_t i0, int64_t nb,
                               @T@ *pk, int64_t *rs) {
     if (P == 1) { *rs = sv; return S + i0 * sv; }
@@ -748,15 +744,9 @@ static void step_chunk_@S@(void *arg, int64_t c, int tid) {
         }
         if (a->E) {  /* t (=|+=) E @ Wpre (+ obias) */
             const int first = !a->X && !a->Y;
-            if (per_block(P, nb, a->esv, a->esp))
-                for (int64_t p = 0; p < P; p++)
-                    small_gemm_@S@(nb, a->Ce, C, a->E + i0 * a->esv + p * a->esp, a->esv, 1, a->Wpre, C, t + p * C, tv,
-                                   first, first ? a->obias : NULL);
-            else {
-                int64_t rs;
-                const @T@ *er = rows_of_@S@(a->E, a->esv, a->esp, P, a->Ce, i0, nb, pk, &rs);
-                small_gemm_@S@(M, a->Ce, C, er, rs, 1, a->Wpre, C, t, rt, first, first ? a->obias : NULL);
-            }
+            int64_t rs;
+            const @T@ *er = rows_of_@S@(a->E, a->esv, a->esp, P, a->Ce, i0, nb, pk, &rs);
+            small_gemm_@S@(M, a->Ce, C, er, rs, 1, a->Wpre, C, t, rt, first, first ? a->obias : NULL);
             if (!first && a->obias)
                 for (int64_t r = 0; r < M; r++) for (int64_t q = 0; q < C; q++) t[r * rt + q] += a->obias[q];
         } else if (a->obias) {
@@ -793,13 +783,7 @@ static void step_chunk_@S@(void *arg, int64_t c, int tid) {
                     else for (int64_t q = 0; q < Co; q++) d[q] += hr[q];
                 }
         }
-        if (a->G && per_block(P, nb, a->gsv, a->gsp)) {  /* part += G^T t, kept as [Cg, C] or (part_tr) [C, Cg] */
-            for (int64_t p = 0; p < P; p++) {
-                const @T@ *gp = a->G + i0 * a->gsv + p * a->gsp;
-                if (!a->part_tr) small_gemm_@S@(a->Cg, nb, C, gp, 1, a->gsv, t + p * C, tv, part, C, 0, NULL);
-                else small_gemm_@S@(C, nb, a->Cg, t + p * C, 1, tv, gp, a->gsv, part, a->Cg, 0, NULL);
-            }
-        } else if (a->G) {
+        if (a->G) {  /* part += G^T t, kept as [Cg, C] or (part_tr) [C, Cg] */
             int64_t rs;
             const @T@ *gr = rows_of_@S@(a->G, a->gsv, a->gsp, P, a->Cg, i0, nb, pk, &rs);
             if (!a->part_tr) small_gemm_@S@(a->Cg, M, C, gr, 1, rs, t, rt, part, C, 0, NULL);
