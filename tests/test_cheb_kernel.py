@@ -125,6 +125,38 @@ def test_odd_channel_counts(graph, backend, dtype, cin, cout, batch):
     np.testing.assert_allclose(wt.grad.double().numpy() / np.abs(gw_ref).max(), gw_ref / np.abs(gw_ref).max(), **tol)
 
 
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("layout", ["batch-major", "vertex-major", "one sample"])
+@pytest.mark.parametrize("cin,cout", [(4, 5), (5, 4)])   # forward by the recursion, by Clenshaw
+def test_every_K_and_layout_against_dense_and_the_input_check(graph, backend, K, layout, cin, cout):
+    """The recursion mixes terms three at a time (by steps 2, 5, ... and the last), reads x in place
+    when vertex-major and copies it first when batch-major: every K and layout gives the dense
+    polynomials' outputs and gradients, and a NaN or Inf anywhere in x is reported."""
+    rng = np.random.default_rng(K)
+    batch = 1 if layout == "one sample" else 3
+    x = rng.standard_normal((batch, graph.npix, cin))
+    w, gy = rng.standard_normal((K, cin, cout)), rng.standard_normal((batch, graph.npix, cout))
+    op = as_operator(graph, dtype=torch.float64)
+
+    def laid_out(a):
+        t = torch.tensor(a)
+        return t.transpose(0, 1).contiguous().transpose(0, 1) if layout == "vertex-major" else t
+
+    xt, wt = laid_out(x).requires_grad_(), torch.tensor(w, requires_grad=True)
+    y = cheb_conv(xt, op, wt, check_finite=True)
+    y.backward(torch.tensor(gy))
+    L = graph.operator().toarray()
+    np.testing.assert_allclose(y.detach().numpy(), dense_cheb(L, x, w), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(xt.grad.numpy(), dense_cheb(L, gy, w.transpose(0, 2, 1)), rtol=1e-10, atol=1e-10)
+    gw_ref = np.stack([np.einsum("bui,uv,bvo->io", x, T, gy, optimize=True) for T in cheb_terms(L, K)])
+    np.testing.assert_allclose(wt.grad.numpy(), gw_ref, rtol=1e-10, atol=1e-10)
+    for vertex, bad in ((0, float("nan")), (graph.npix - 1, float("inf")), (77, -float("inf"))):
+        xb = x.copy()
+        xb[batch - 1, vertex, cin - 1] = bad
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            cheb_conv(laid_out(xb), op, wt.detach(), check_finite=True)
+
+
 def test_strided_inputs(graph, backend):
     """Batch-major, vertex-major and channel-strided inputs; an expanded gradient."""
     op = as_operator(graph, dtype=torch.float64)

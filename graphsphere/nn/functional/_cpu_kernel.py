@@ -10,8 +10,11 @@ vertices that, per block of vertices, forms
 
     t_i = alpha * sum_j L_ij X_j + beta * Y_i + E_i @ Wpre + obias     [P, C]
 
-then, as asked, stores t_i, accumulates ``acc_i (+)= t_i @ Wpost``, and
-accumulates ``gram += G_i^T t_i``. Signals are ``[V, P, channels]`` with
+then, as asked, stores t_i, accumulates ``acc_i (+)= R_i @ Wpost_j``, and
+accumulates ``gram_j += G_i^T R_i`` for up to three terms R = t, X, Y (a
+recursion mixes T_{k-2}, T_{k-1} and T_k in one pass while their rows are in
+cache: every third pass, so that acc is read and written K/3 times, not K).
+Signals are ``[V, P, channels]`` with
 arbitrary vertex and block strides (channels contiguous), so the batch-major
 input of a layer is read in place.
 
@@ -33,7 +36,7 @@ does not verify (truncated, damaged) is rebuilt rather than loaded. If no
 compiler is found or the build fails, :func:`load` returns None and callers
 use pure torch. Set ``GRAPHSPHERE_NO_KERNEL=1`` to force that.
 
-The module is long because it holds the C source (about 1,110 lines, as Python strings, so that
+The module is long because it holds the C source (about 1,440 lines, as Python strings, so that
 no separate data file has to be installed) beside the few functions that build and load it.
 """
 
@@ -89,6 +92,7 @@ _HEADER = r"""/* ==== common part (type independent) ==== */
 #else
 #define HAVE_MASK 0
 #endif
+enum { SRC_T, SRC_X, SRC_Y };  /* the rows a step mixes: its own term t, X's or Y's */
 #define MAXT 64            /* threads, the caller included */
 #define MAXCHUNKS 4096
 #define CHUNK_WORK (1 << 16)       /* multiply-adds per chunk, at least */
@@ -657,10 +661,12 @@ static void small_gemm_@S@(int64_t nr, int64_t nk, int64_t no, const @T@ *restri
 /* -- one fused pass over the vertices (one Chebyshev or Clenshaw step). Per vertex i,
    with signals [V, P, channels] (channels contiguous, any vertex and block strides):
        t_i = alpha L~_i X + beta Y_i + E_i @ Wpre + obias        [P, C]
-       out_i = t_i;  acc_i (=|+=) t_i @ Wpost (+ abias);  gram += G_i^T t_i
-   Any of X, Y, E, out, Wpost, G may be NULL; out and acc have any vertex and block strides
-   (0: contiguous); out may be Y, never X. The Gram matrix is summed per chunk, then over
-   chunks in order. */
+       out_i = t_i;  for each mixed term j (rows R = t, X or Y, as src[j] says), in order:
+       acc_i (=|+=) R_i @ Wpost[j] (+ abias);  gram[j] += G_i^T R_i
+   Any of X, Y, E, out, Wpost[j], G may be NULL; out and acc have any vertex and block strides
+   (0: contiguous); out may be Y, never X (Y's rows are mixed before t overwrites them, so a
+   term mixed as Y comes first). The Gram matrices are summed per chunk, then over chunks in
+   order. */
 typedef struct {
     const @I@ *indptr, *indices;
     const @T@ *vals;
@@ -669,11 +675,13 @@ typedef struct {
     const @T@ *Y; int64_t ysv, ysp; @T@ beta;
     const @T@ *E; int64_t esv, esp, Ce; const @T@ *Wpre;
     const @T@ *obias; @T@ *out; int64_t osv, osp;
-    const @T@ *Wpost; int64_t Co; @T@ *acc; int64_t asv, asp; int acc_init; const @T@ *abias;
-    const @T@ *G; int64_t gsv, gsp, Cg; @T@ *gram; int gram_tr, gram_init;
-    _Atomic int *nonfinite;  /* if set: raised when some t_i holds NaN or Inf */
+    int nmix, src[3];        /* the mixed terms: their rows (SRC_T, SRC_X or SRC_Y), in order */
+    const @T@ *Wpost[3]; int64_t Co; @T@ *acc; int64_t asv, asp; int acc_init; const @T@ *abias;
+    const @T@ *G; int64_t gsv, gsp, Cg; @T@ *gram[3]; int gram_tr, gram_init;
+    _Atomic int *nonfinite;  /* if set: raised when the rows of `check` hold NaN or Inf */
+    int check;               /* SRC_T, SRC_X or SRC_Y */
     /* set by run_step */
-    int64_t vb, chunk_v, nchunks, gsize, pack_off, acc_off;
+    int64_t vb, chunk_v, nchunks, gsize, pack_off, mpack_off, acc_off;
     int part_tr;
     @T@ *partials;
     buf_t *scratch;
@@ -694,6 +702,46 @@ static const @T@ *rows_of_@S@(const @T@ *S, int64_t sv, int64_t sp, int64_t P, i
     return pk;
 }
 
+/* 1 when some of M rows (stride rs) of C numbers holds NaN or Inf: v - v is 0 unless v is
+   (compares and an OR: vectorised). */
+static int nonfinite_rows_@S@(const @T@ *R, int64_t rs, int64_t M, int64_t C) {
+    int bad = 0;
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t q = 0; q < C; q++) bad |= R[r * rs + q] - R[r * rs + q] != 0;
+    return bad;
+}
+
+/* Mixed term j of a block of nb vertices from i0, its M = nb P rows R (row r at R + r rs):
+   acc (=|+=) R @ Wpost[j] (+ abias) and part + j gsize += G^T R (gr: G's rows, stride grs). */
+static void mix_@S@(const step_@S@ *a, int j, const @T@ *R, int64_t rs, int64_t i0, int64_t nb, @T@ *h,
+                    @T@ *part, const @T@ *gr, int64_t grs) {
+    const int64_t P = a->P, C = a->C, M = nb * P, Co = a->Co;
+    const @T@ *W = a->Wpost[j];
+    const int init = a->acc_init && j == 0;
+    const @T@ *bias = init ? a->abias : NULL;
+    if (W && (P == 1 || (a->asp == Co && a->asv == P * Co)))  /* acc's rows equally spaced: one product */
+        small_gemm_@S@(M, C, Co, R, rs, 1, W, Co, a->acc + i0 * a->asv, P == 1 ? a->asv : Co, init, bias);
+    else if (W && nb >= 16)  /* one product per block p, its rows asv apart */
+        for (int64_t p = 0; p < P; p++)
+            small_gemm_@S@(nb, C, Co, R + p * rs, P * rs, 1, W, Co, a->acc + i0 * a->asv + p * a->asp, a->asv,
+                           init, bias);
+    else if (W) {  /* few vertices, many blocks: one product into scratch, its rows added where they go */
+        small_gemm_@S@(M, C, Co, R, rs, 1, W, Co, h, Co, 1, bias);
+        for (int64_t p = 0; p < P; p++)
+            for (int64_t v = 0; v < nb; v++) {
+                @T@ *restrict d = a->acc + (i0 + v) * a->asv + p * a->asp;
+                const @T@ *restrict hr = h + (v * P + p) * Co;
+                if (init) memcpy(d, hr, Co * sizeof(@T@));
+                else for (int64_t q = 0; q < Co; q++) d[q] += hr[q];
+            }
+    }
+    if (a->G && a->gram[j]) {  /* kept as [Cg, C] or (part_tr) [C, Cg] */
+        @T@ *pj = part + j * a->gsize;
+        if (!a->part_tr) small_gemm_@S@(a->Cg, M, C, gr, 1, grs, R, rs, pj, C, 0, NULL);
+        else small_gemm_@S@(C, M, a->Cg, R, 1, rs, gr, grs, pj, a->Cg, 0, NULL);
+    }
+}
+
 static void step_chunk_@S@(void *arg, int64_t c, int tid) {
     const step_@S@ *a = (const step_@S@ *)arg;
     const int64_t P = a->P, C = a->C, PC = P * C, VB = a->vb;
@@ -704,10 +752,9 @@ static void step_chunk_@S@(void *arg, int64_t c, int tid) {
        formed in scratch (packed) and copied out. Row (v, p) of t is at t + v tv + p C. */
     const int direct = a->out && (P == 1 || (a->osp == C && a->osv == PC));
     const int64_t tv = direct ? a->osv : PC, rt = P == 1 ? tv : C;
-    /* acc's rows: one product when equally spaced, else one per block p */
-    const int acc_whole = P == 1 || (a->asp == a->Co && a->asv == P * a->Co);
-    @T@ *part = a->G ? a->partials + c * a->gsize : NULL;
-    if (part) memset(part, 0, a->gsize * sizeof(@T@));
+    @T@ *part = a->partials ? a->partials + c * a->nmix * a->gsize : NULL;
+    if (part) memset(part, 0, a->nmix * a->gsize * sizeof(@T@));
+    @T@ *const mpk = scratch + a->mpack_off, *const h = scratch + a->acc_off;
     /* Blocks of a row adjacent in X (and Y): one long segment per vertex. */
     const int merge = a->X && (P == 1 || a->xsp == C) && (!a->Y || P == 1 || a->ysp == C);
     /* Software prefetch of X's row PF rows (~128 KB) ahead: NESTED neighbours jump around
@@ -717,6 +764,16 @@ static void step_chunk_@S@(void *arg, int64_t c, int tid) {
         const int64_t nb = imin(VB, v1 - i0), M = nb * P;
         /* t: the block's rows, written straight into `out` when it is stored */
         @T@ *const t = direct ? a->out + i0 * a->osv : scratch;
+        int64_t grs = 0;
+        const @T@ *gr = a->G && a->nmix ? rows_of_@S@(a->G, a->gsv, a->gsp, P, a->Cg, i0, nb, pk, &grs) : NULL;
+        int j = 0;
+        for (; j < a->nmix && a->src[j] == SRC_Y; j++) {  /* before out (which may be Y) is written */
+            int64_t rs;
+            const @T@ *R = rows_of_@S@(a->Y, a->ysv, a->ysp, P, C, i0, nb, mpk, &rs);
+            if (a->nonfinite && a->check == SRC_Y && nonfinite_rows_@S@(R, rs, M, C))
+                atomic_store_explicit(a->nonfinite, 1, memory_order_relaxed);
+            mix_@S@(a, j, R, rs, i0, nb, h, part, gr, grs);
+        }
         for (int64_t i = i0; i < i0 + nb; i++) {
             @T@ *ti = t + (i - i0) * tv;
             if (a->X) {
@@ -752,42 +809,21 @@ static void step_chunk_@S@(void *arg, int64_t c, int tid) {
         } else if (a->obias) {
             for (int64_t r = 0; r < M; r++) for (int64_t q = 0; q < C; q++) t[r * rt + q] += a->obias[q];
         }
-        if (a->nonfinite) {  /* v - v is 0 unless v is NaN or Inf (compares and an OR: vectorised) */
-            int bad = 0;
-            for (int64_t r = 0; r < M; r++) {
-                const @T@ *tr = t + r * rt;
-                for (int64_t q = 0; q < C; q++) bad |= tr[q] - tr[q] != 0;
-            }
-            if (bad) atomic_store_explicit(a->nonfinite, 1, memory_order_relaxed);
-        }
+        if (a->nonfinite && a->check == SRC_T && nonfinite_rows_@S@(t, rt, M, C))
+            atomic_store_explicit(a->nonfinite, 1, memory_order_relaxed);
         if (a->out && !direct)
             for (int64_t v = 0; v < nb; v++)
                 for (int64_t p = 0; p < P; p++)
                     memcpy(a->out + (i0 + v) * a->osv + p * a->osp, t + (v * P + p) * C, C * sizeof(@T@));
-        if (a->Wpost && acc_whole)  /* acc (=|+=) t @ Wpost (+ abias) */
-            small_gemm_@S@(M, C, a->Co, t, rt, 1, a->Wpost, a->Co, a->acc + i0 * a->asv, P == 1 ? a->asv : a->Co,
-                           a->acc_init, a->abias);
-        else if (a->Wpost && nb >= 16)  /* one product per block p, its rows asv apart */
-            for (int64_t p = 0; p < P; p++)
-                small_gemm_@S@(nb, C, a->Co, t + p * C, tv, 1, a->Wpost, a->Co, a->acc + i0 * a->asv + p * a->asp,
-                               a->asv, a->acc_init, a->abias);
-        else if (a->Wpost) {  /* few vertices, many blocks: one product into scratch, its rows added where they go */
-            @T@ *const h = scratch + a->acc_off;
-            const int64_t Co = a->Co;
-            small_gemm_@S@(M, C, Co, t, rt, 1, a->Wpost, Co, h, Co, 1, a->acc_init ? a->abias : NULL);
-            for (int64_t p = 0; p < P; p++)
-                for (int64_t v = 0; v < nb; v++) {
-                    @T@ *restrict d = a->acc + (i0 + v) * a->asv + p * a->asp;
-                    const @T@ *restrict hr = h + (v * P + p) * Co;
-                    if (a->acc_init) memcpy(d, hr, Co * sizeof(@T@));
-                    else for (int64_t q = 0; q < Co; q++) d[q] += hr[q];
-                }
-        }
-        if (a->G) {  /* part += G^T t, kept as [Cg, C] or (part_tr) [C, Cg] */
-            int64_t rs;
-            const @T@ *gr = rows_of_@S@(a->G, a->gsv, a->gsp, P, a->Cg, i0, nb, pk, &rs);
-            if (!a->part_tr) small_gemm_@S@(a->Cg, M, C, gr, 1, rs, t, rt, part, C, 0, NULL);
-            else small_gemm_@S@(C, M, a->Cg, t, 1, rt, gr, rs, part, a->Cg, 0, NULL);
+        for (; j < a->nmix; j++) {  /* X's rows (the previous term), then t's */
+            int64_t rs = rt;
+            const @T@ *R = t;
+            if (a->src[j] == SRC_X) {
+                R = rows_of_@S@(a->X, a->xsv, a->xsp, P, C, i0, nb, mpk, &rs);
+                if (a->nonfinite && a->check == SRC_X && nonfinite_rows_@S@(R, rs, M, C))
+                    atomic_store_explicit(a->nonfinite, 1, memory_order_relaxed);
+            }
+            mix_@S@(a, j, R, rs, i0, nb, h, part, gr, grs);
         }
     }
 }
@@ -797,7 +833,12 @@ static int64_t vec_score_@S@(int64_t n) { return (n % LA_@S@ == 0 ? 4 : n % LC_@
 
 static int run_step_@S@(ctx_t *cx, step_@S@ *s) {
     const int64_t V = s->V, P = s->P, C = s->C, sz = sizeof(@T@);
-    if (s->G && s->gram && s->gram_init) memset(s->gram, 0, s->Cg * C * sz);
+    int nw = 0, ng = 0;  /* mixed terms with a product into acc, with a Gram matrix */
+    for (int j = 0; j < s->nmix; j++) {
+        nw += s->Wpost[j] != NULL;
+        ng += s->G && s->gram[j];
+        if (s->G && s->gram[j] && s->gram_init) memset(s->gram[j], 0, s->Cg * C * sz);
+    }
     if (V <= 0 || P <= 0) return 0;
     if (!s->osv) { s->osv = P * C; s->osp = C; }
     if (!s->asv) { s->asv = P * s->Co; s->asp = s->Co; }
@@ -808,18 +849,18 @@ static int run_step_@S@(ctx_t *cx, step_@S@ *s) {
     const int64_t M = s->vb * P;
     const int64_t npack = (s->E ? s->Ce : 0) > (s->G ? s->Cg : 0) ? s->Ce : (s->G ? s->Cg : 0);
     s->pack_off = (M * Cw + 15) / 16 * 16;
-    s->acc_off = s->pack_off + (M * imax(npack, 1) + 15) / 16 * 16;
-    const size_t each = (size_t)(s->acc_off + (s->Wpost ? M * s->Co : 0)) * sz;
+    s->mpack_off = s->pack_off + (M * imax(npack, 1) + 15) / 16 * 16;
+    s->acc_off = s->mpack_off + (s->nmix ? (M * Cw + 15) / 16 * 16 : 0);
+    const size_t each = (size_t)(s->acc_off + (nw ? M * s->Co : 0)) * sz;
     /* Chunks: enough work each to amortise claiming one; never dependent on the thread count. */
     const int64_t nnz = (int64_t)s->indptr[V];
-    const int64_t work = (s->X ? nnz * P * C : 0) + V * P * C * (1 + (s->E ? s->Ce : 0) + (s->Wpost ? s->Co : 0)
-                                                               + (s->G ? s->Cg : 0));
+    const int64_t work = (s->X ? nnz * P * C : 0) + V * P * C * (1 + (s->E ? s->Ce : 0) + nw * s->Co + ng * s->Cg);
     const int64_t nblocks = (V + s->vb - 1) / s->vb;
     int64_t nch = imax(1, imin(imin(nblocks, MAXCHUNKS), work / CHUNK_WORK));
-    s->gsize = s->G ? s->Cg * C : 0;
-    if (s->G && s->gsize) {
+    s->gsize = ng ? s->Cg * C : 0;
+    if (s->gsize) {
         nch = imin(nch, imax(1, (V * P) / 64));                      /* summing partials: <= 1/64 of the Gram work */
-        nch = imin(nch, imax(1, PARTIAL_BYTES / (s->gsize * sz)));
+        nch = imin(nch, imax(1, PARTIAL_BYTES / (s->nmix * s->gsize * sz)));
     }
     const int64_t bpc = (nblocks + nch - 1) / nch;
     s->chunk_v = bpc * s->vb;
@@ -830,25 +871,26 @@ static int run_step_@S@(ctx_t *cx, step_@S@ *s) {
         if (!buf_get(&cx->scratch[k], each)) return -1;
     s->scratch = cx->scratch;
     s->partials = NULL;
-    if (s->G && s->gsize) {
+    if (s->gsize) {  /* per chunk, a [Cg, C] partial for each mixed term */
         s->part_tr = vec_score_@S@(s->Cg) > vec_score_@S@(C);
-        s->partials = (@T@ *)buf_get(cx->partial, (size_t)s->nchunks * s->gsize * sz);
+        s->partials = (@T@ *)buf_get(cx->partial, (size_t)s->nchunks * s->nmix * s->gsize * sz);
         if (!s->partials) return -1;
     }
     run_chunks(step_chunk_@S@, s, s->nchunks, nt, parallel);
-    if (s->partials) {  /* sum the partials in chunk order, then into gram (transposed as asked) */
-        @T@ *p0 = s->partials;
+    for (int j = 0; s->partials && j < s->nmix; j++) {  /* sum in chunk order, into gram[j] (transposed as asked) */
+        if (!s->gram[j]) continue;
+        @T@ *p0 = s->partials + j * s->gsize, *gram = s->gram[j];
         for (int64_t c = 1; c < s->nchunks; c++) {
-            const @T@ *pc = s->partials + c * s->gsize;
+            const @T@ *pc = p0 + c * s->nmix * s->gsize;
             for (int64_t e = 0; e < s->gsize; e++) p0[e] += pc[e];
         }
         /* p0 is [Cg, C] (part_tr = 0) or [C, Cg]; gram is [Cg, C] (gram_tr = 0) or [C, Cg] */
         const int64_t R = s->part_tr ? C : s->Cg, Q = s->part_tr ? s->Cg : C;
         if (s->part_tr == s->gram_tr)
-            for (int64_t e = 0; e < s->gsize; e++) s->gram[e] += p0[e];
+            for (int64_t e = 0; e < s->gsize; e++) gram[e] += p0[e];
         else
             for (int64_t r = 0; r < R; r++)
-                for (int64_t q = 0; q < Q; q++) s->gram[q * R + r] += p0[r * Q + q];
+                for (int64_t q = 0; q < Q; q++) gram[q * R + r] += p0[r * Q + q];
     }
     return 0;
 }
@@ -878,11 +920,17 @@ int cheb_step_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_
     return st;
 }
 
-/* Chebyshev recursion T_0 x .. T_{K-1} x on x [V, P, C], each term handed to one step
-   with the per-term mixing (Wpost + k * wstride into acc) and Gram (G into gram + k * gstride).
-   Two temporaries: T_k is written over T_{k-2} (over x only when x is ours: own), and the last
-   term is never stored. x is read in place when a vertex's rows are adjacent, else copied to
-   vertex-major order by the first step. */
+/* Chebyshev recursion T_0 x .. T_{K-1} x on x [V, P, C], with the per-term mixing (Wpost +
+   k * wstride into acc) and Gram (G into gram + k * gstride). Two temporaries: T_k is written
+   over T_{k-2} (over x only when x is ours: own), and the last term is never stored. x is read
+   in place when a vertex's rows are adjacent, else copied to vertex-major order by a first
+   step. Terms are mixed three at a time, by the step that forms the third (it reads T_{k-2}
+   and T_{k-1} anyway): terms 0-2 by step 2, 3-5 by step 5, ..., the rest by the last step.
+   acc is then read and written ceil(K / 3) times instead of K, G read as often, and x needs
+   no pass of its own (K = 5, nside 32: the forward 1.2x faster). Terms are still added to acc
+   in order, so the results are those of one term per step. */
+static int64_t mixed_by_@S@(int64_t j, int64_t K) { return imin(K - 1, j / 3 * 3 + 2); }
+
 static int recurse_one_@S@(ctx_t *cx, const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V,
                            int64_t P, int64_t C, int64_t K, const @T@ *x, int64_t xsv, int64_t xsp, int own,
                            const @T@ *Wpost, int64_t wstride, int64_t Co, @T@ *acc, int64_t asv, int64_t asp,
@@ -898,6 +946,7 @@ static int recurse_one_@S@(ctx_t *cx, const @I@ *indptr, const @I@ *indices, con
     sg_t prev = {(@T@ *)x, xsv, xsp}, cur = {NULL, P * C, C};
     int prev_own = own;  /* x itself may be overwritten when it is ours */
     for (int64_t k = 0; k < K; k++) {
+        if (k == 0 && !copy && K > 1) continue;  /* x is read where it is, by steps 1 and 2 */
         s = step0_@S@(indptr, indices, vals, V, P, C);
         if (k == 0) { s.Y = prev.p; s.ysv = prev.sv; s.ysp = prev.sp; }
         else if (k == 1) { s.X = prev.p; s.xsv = prev.sv; s.xsp = prev.sp; }
@@ -911,13 +960,21 @@ static int recurse_one_@S@(ctx_t *cx, const @I@ *indptr, const @I@ *indices, con
             else if (!(o.p = TEMP())) return -1;
             s.out = o.p; s.osv = o.sv; s.osp = o.sp;
         }
-        if (Wpost) { s.Wpost = Wpost + k * wstride; s.Co = Co; s.acc = acc; s.asv = asv; s.asp = asp; }
-        s.acc_init = k == 0; s.abias = k == 0 ? abias : NULL;
-        if (G) {
-            s.G = G; s.gsv = gsv; s.gsp = gsp; s.Cg = Cg;
-            s.gram = gram + k * gstride; s.gram_tr = gram_tr; s.gram_init = gram_init;
+        s.Co = Co; s.acc = acc; s.asv = asv; s.asp = asp;
+        s.G = G; s.gsv = gsv; s.gsp = gsp; s.Cg = Cg; s.gram_tr = gram_tr; s.gram_init = gram_init;
+        for (int64_t j = imax(0, k - 2); j <= k; j++) {  /* the terms this step mixes: T_{k-2} is Y, T_{k-1} X */
+            if (mixed_by_@S@(j, K) != k) continue;
+            s.src[s.nmix] = j == k ? SRC_T : j == k - 1 ? SRC_X : SRC_Y;
+            s.Wpost[s.nmix] = Wpost ? Wpost + j * wstride : NULL;
+            s.gram[s.nmix] = G ? gram + j * gstride : NULL;
+            if (j == 0) { s.acc_init = 1; s.abias = abias; }
+            s.nmix++;
         }
-        if (k == 0) s.nonfinite = nonfinite;
+        if (k == 0 && copy) { s.nonfinite = nonfinite; s.check = SRC_T; }  /* x is read by this step */
+        else if (!copy && k == mixed_by_@S@(0, K)) {  /* ... or by this one first, as T_0's rows */
+            s.nonfinite = nonfinite;
+            s.check = s.src[0];
+        }
         if (run_step_@S@(cx, &s)) return -1;
         if (k == 0) {
             if (copy) { prev = o; prev_own = 1; }
