@@ -630,9 +630,12 @@ static void small_gemm_@S@(int64_t nr, int64_t nk, int64_t no, const @T@ *restri
             TILE(nk, A + r * ars, ars, acs, B + o, bs, D + r * ds + o, ds, init, bo);                \
         for (; r < nr; r++) ROW(nk, A + r * ars, acs, B + o, bs, D + r * ds + o, init, bo);         \
     }
-    COLS(gt_a_@S@, gr_a_@S@, MR, NVW * LA_@S@)
-    /* two vectors (16 float channels on AVX2): 3 MR rows x 2 vectors (12 accumulators on AVX2, of 16
-       registers), then MR-row tiles: one vector per tile would keep too few multiply-adds in flight */
+#if VBYTES == 64
+    COLS(gt_a_@S@, gr_a_@S@, MR, NVW * LA_@S@)  /* 4 rows x 4 vectors: 16 accumulators of AVX-512's 32 */
+#endif
+    /* two vectors at a time (on AVX2 every width: its 2 rows x 4 vectors were 8 accumulators, too few
+       multiply-adds in flight; 5-34 % slower layers with 64-256 outputs): 3 MR rows x 2 vectors (12
+       accumulators on AVX2, of 16 registers), then MR-row tiles, then single rows */
     for (; o + 2 * LA_@S@ <= no; o += 2 * LA_@S@) {
         const @T@ *bo = bias ? bias + o : NULL;
         int64_t r = 0;
