@@ -753,8 +753,8 @@ static const @T@ *rows_of_@S@(const @T@ *S, int64_t sv, int64_t sp, int64_t P, i
     return pk;
 }
 
-/* 1 when some of M rows (stride rs) of C numbers holds NaN or Inf: v - v is 0 unless v is
-   (compares and an OR: vectorised). */
+/* 1 when some of M rows (stride rs) of C numbers holds NaN or Inf: v - v is 0 unless v is NaN
+   or Inf (compares and an OR: vectorised). */
 static int nonfinite_rows_@S@(const @T@ *R, int64_t rs, int64_t M, int64_t C) {
     int bad = 0;
     for (int64_t r = 0; r < M; r++)
