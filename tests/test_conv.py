@@ -189,7 +189,7 @@ def test_peak_memory_does_not_grow_with_K():
         p12.append(peak(12))
     # The measurement sees the layer's buffers. Not in every reading: about one run in ten reads a peak
     # of 0 once (the kernel's high-water mark not updated; seen with and without a collection before).
-    assert max(p4) > unit and sorted(p4)[1] > unit, [p / unit for p in p4]
+    assert sorted(p4)[1] > unit, [p / unit for p in p4]  # two readings of three (the middle one and up)
     # Stacking the K terms (as deepsphere 0.2.1 does) would add 8 activations at K=12.
     assert min(p12) < max(p4) + unit, ([p / unit for p in p4], [p / unit for p in p12])
     assert max(p12) < 6 * unit, [p / unit for p in p12]

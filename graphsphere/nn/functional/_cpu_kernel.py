@@ -109,6 +109,8 @@ static inline void cpu_relax(void) {
 
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+/* The step of a K-term Chebyshev recursion that mixes term j (see recurse_one): 2, 5, 8, ... or the last. */
+static inline int64_t mixed_by(int64_t j, int64_t K) { return imin(K - 1, j / 3 * 3 + 2); }
 
 static double now_us(void) {
     struct timespec ts;
@@ -654,8 +656,10 @@ static inline void NAME(int64_t nk, const @T@ *restrict A, int64_t acs, const @T
     }                                                                                                \
     for (int w = 0; w < NV; w++) *(VTU *)(D + w * L) = a[w];                                         \
 }
-GEMM_TILE(gt_a_@S@, vA_@S@, vAu_@S@, MR, NVW)
+#if VBYTES == 64
+GEMM_TILE(gt_a_@S@, vA_@S@, vAu_@S@, MR, NVW)  /* AVX-512 only: AVX2 mixes every width two vectors at a time */
 GEMM_ROW(gr_a_@S@, vA_@S@, vAu_@S@, NVW)
+#endif
 GEMM_TILE(gt_a2_@S@, vA_@S@, vAu_@S@, 3 * MR, 2)
 GEMM_TILE(gt_a2h_@S@, vA_@S@, vAu_@S@, MR, 2)
 GEMM_ROW(gr_a2_@S@, vA_@S@, vAu_@S@, 2)
@@ -793,6 +797,16 @@ static void mix_@S@(const step_@S@ *a, int j, const @T@ *R, int64_t rs, int64_t 
     }
 }
 
+/* The rows of the block's X or Y (src), packed into mpk when not equally spaced, checked for
+   NaN and Inf when they are the rows to check (x itself, read whole for the first time). */
+static const @T@ *operand_rows_@S@(const step_@S@ *a, int src, int64_t i0, int64_t nb, @T@ *mpk, int64_t *rs) {
+    const @T@ *R = src == SRC_X ? rows_of_@S@(a->X, a->xsv, a->xsp, a->P, a->C, i0, nb, mpk, rs)
+                                : rows_of_@S@(a->Y, a->ysv, a->ysp, a->P, a->C, i0, nb, mpk, rs);
+    if (a->nonfinite && a->check == src && nonfinite_rows_@S@(R, *rs, nb * a->P, a->C))
+        atomic_store_explicit(a->nonfinite, 1, memory_order_relaxed);
+    return R;
+}
+
 static void step_chunk_@S@(void *arg, int64_t c, int tid) {
     const step_@S@ *a = (const step_@S@ *)arg;
     const int64_t P = a->P, C = a->C, PC = P * C, VB = a->vb;
@@ -820,9 +834,7 @@ static void step_chunk_@S@(void *arg, int64_t c, int tid) {
         int j = 0;
         for (; j < a->nmix && a->src[j] == SRC_Y; j++) {  /* before out (which may be Y) is written */
             int64_t rs;
-            const @T@ *R = rows_of_@S@(a->Y, a->ysv, a->ysp, P, C, i0, nb, mpk, &rs);
-            if (a->nonfinite && a->check == SRC_Y && nonfinite_rows_@S@(R, rs, M, C))
-                atomic_store_explicit(a->nonfinite, 1, memory_order_relaxed);
+            const @T@ *R = operand_rows_@S@(a, SRC_Y, i0, nb, mpk, &rs);
             mix_@S@(a, j, R, rs, i0, nb, h, part, gr, grs);
         }
         for (int64_t i = i0; i < i0 + nb; i++) {
@@ -868,12 +880,7 @@ static void step_chunk_@S@(void *arg, int64_t c, int tid) {
                     memcpy(a->out + (i0 + v) * a->osv + p * a->osp, t + (v * P + p) * C, C * sizeof(@T@));
         for (; j < a->nmix; j++) {  /* X's rows (the previous term), then t's */
             int64_t rs = rt;
-            const @T@ *R = t;
-            if (a->src[j] == SRC_X) {
-                R = rows_of_@S@(a->X, a->xsv, a->xsp, P, C, i0, nb, mpk, &rs);
-                if (a->nonfinite && a->check == SRC_X && nonfinite_rows_@S@(R, rs, M, C))
-                    atomic_store_explicit(a->nonfinite, 1, memory_order_relaxed);
-            }
+            const @T@ *R = a->src[j] == SRC_X ? operand_rows_@S@(a, SRC_X, i0, nb, mpk, &rs) : t;
             mix_@S@(a, j, R, rs, i0, nb, h, part, gr, grs);
         }
     }
@@ -980,7 +987,6 @@ int cheb_step_@S@(const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_
    acc is then read and written ceil(K / 3) times instead of K, G read as often, and x needs
    no pass of its own (K = 5, nside 32: the forward 1.2x faster). Terms are still added to acc
    in order, so the results are those of one term per step. */
-static int64_t mixed_by_@S@(int64_t j, int64_t K) { return imin(K - 1, j / 3 * 3 + 2); }
 
 static int recurse_one_@S@(ctx_t *cx, const @I@ *indptr, const @I@ *indices, const @T@ *vals, int64_t V,
                            int64_t P, int64_t C, int64_t K, const @T@ *x, int64_t xsv, int64_t xsp, int own,
@@ -1014,7 +1020,7 @@ static int recurse_one_@S@(ctx_t *cx, const @I@ *indptr, const @I@ *indices, con
         s.Co = Co; s.acc = acc; s.asv = asv; s.asp = asp;
         s.G = G; s.gsv = gsv; s.gsp = gsp; s.Cg = Cg; s.gram_tr = gram_tr; s.gram_init = gram_init;
         for (int64_t j = imax(0, k - 2); j <= k; j++) {  /* the terms this step mixes: T_{k-2} is Y, T_{k-1} X */
-            if (mixed_by_@S@(j, K) != k) continue;
+            if (mixed_by(j, K) != k) continue;
             s.src[s.nmix] = j == k ? SRC_T : j == k - 1 ? SRC_X : SRC_Y;
             s.Wpost[s.nmix] = Wpost ? Wpost + j * wstride : NULL;
             s.gram[s.nmix] = G ? gram + j * gstride : NULL;
@@ -1022,7 +1028,7 @@ static int recurse_one_@S@(ctx_t *cx, const @I@ *indptr, const @I@ *indices, con
             s.nmix++;
         }
         if (k == 0 && copy) { s.nonfinite = nonfinite; s.check = SRC_T; }  /* x is read by this step */
-        else if (!copy && k == mixed_by_@S@(0, K)) {  /* ... or by this one first, as T_0's rows */
+        else if (!copy && k == mixed_by(0, K)) {  /* ... or by this one first, as T_0's rows */
             s.nonfinite = nonfinite;
             s.check = s.src[0];
         }
