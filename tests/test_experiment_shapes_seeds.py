@@ -306,3 +306,39 @@ def test_dropout_reaches_the_model_and_keeps_other_folders(method):
     spec = dict(tc["sampling"])
     net = build_model(ModelConfig(**tc["model"]), "classification", from_spec(spec.pop("type"), **spec), 6, 6)
     assert isinstance(net.dropout, torch.nn.Dropout) and net.dropout.p == 0.3
+
+
+def test_graph_neighbours_reach_the_model_and_keep_other_folders():
+    """`deepsphere.k` builds every level's graph with that many neighbours; the paper's 8 writes nothing into
+    the run's config, so runs on its graph keep their folders."""
+    base = load_config("experiments/shapes_table.yaml", ["data.seed=0"])
+    chosen = load_config("experiments/shapes_table.yaml", ["data.seed=0", "deepsphere.k=20"])
+    assert "k" not in _train_config(base, "deepsphere", "SO3/SO3", Path("x"), 400)["model"]
+    assert _run_dir(chosen, "deepsphere", "SO3/SO3", 400) != _run_dir(base, "deepsphere", "SO3/SO3", 400)
+    assert _run_dir(chosen, "sht_cnn", "SO3/SO3", 400) == _run_dir(base, "sht_cnn", "SO3/SO3", 400)
+    with pytest.raises(ConfigError, match="deepsphere.k"):
+        load_config(None, ["deepsphere.k=0"])
+    from graphsphere.sampling import from_spec
+    from graphsphere.train.config import ModelConfig
+    from graphsphere.train.module import build_model
+
+    tc = _train_config(load_config(None, ["data.seed=0", "deepsphere.k=20"]), "deepsphere", "SO3/SO3", Path("x"), 400)
+    spec = dict(tc["sampling"])
+    net = build_model(ModelConfig(**tc["model"]), "classification", from_spec(spec.pop("type"), **spec), 6, 6)
+    finest = net.blocks[0].conv.operator
+    # a symmetrised 20-nearest-neighbour graph: 20 to ~2 x 20 neighbours a vertex (8 gives ~8-9)
+    assert 20 * finest.n <= finest.values.numel() <= 40 * finest.n
+
+
+@pytest.mark.parametrize("method", ["deepsphere", "sht_cnn"])
+def test_adam_eps_reaches_the_optimizer_and_keeps_other_folders(method):
+    """`adam_eps` (the paper: 0.1) goes into the engine's optim section only when not torch's default."""
+    base = load_config("experiments/shapes_table.yaml", ["data.seed=0"])
+    chosen = load_config("experiments/shapes_table.yaml", ["data.seed=0", f"{method}.adam_eps=0.1"])
+    assert "eps" not in _train_config(base, method, "SO3/SO3", Path("x"), 400)["optim"]
+    assert _train_config(chosen, method, "SO3/SO3", Path("x"), 400)["optim"]["eps"] == 0.1
+    assert _run_dir(chosen, method, "SO3/SO3", 400) != _run_dir(base, method, "SO3/SO3", 400)
+    other = "sht_cnn" if method == "deepsphere" else "deepsphere"
+    assert _run_dir(chosen, other, "SO3/SO3", 400) == _run_dir(base, other, "SO3/SO3", 400)
+    with pytest.raises(ConfigError, match=f"{method}.adam_eps"):
+        load_config(None, [f"{method}.adam_eps=0"])

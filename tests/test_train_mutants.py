@@ -949,8 +949,10 @@ def test_configure_optimizers_for_every_setting():
     o = opt("optim.lr=0.5", "optim.weight_decay=0.25")
     assert type(o).__name__ == "Adam" and o.defaults["lr"] == 0.5 and o.defaults["weight_decay"] == 0.25
     assert len(o.param_groups[0]["params"]) == 2
-    o = opt("optim.name=adamw", "optim.lr=0.5", "optim.weight_decay=0.25")
+    assert o.defaults["eps"] == 1e-8                        # torch's default unless asked
+    o = opt("optim.name=adamw", "optim.lr=0.5", "optim.weight_decay=0.25", "optim.eps=0.1")
     assert type(o).__name__ == "AdamW" and o.defaults["lr"] == 0.5 and o.defaults["weight_decay"] == 0.25
+    assert o.defaults["eps"] == 0.1 and opt("optim.eps=0.125").defaults["eps"] == 0.125
     o = opt("optim.name=sgd", "optim.lr=0.5", "optim.weight_decay=0.25", "optim.momentum=0.7")
     assert type(o).__name__ == "SGD" and o.defaults["momentum"] == 0.7 and o.defaults["weight_decay"] == 0.25
     assert o.defaults["lr"] == 0.5

@@ -177,6 +177,9 @@ class OptimConfig(Section):
     lr: PositiveFloat = Field(1e-3, allow_inf_nan=False)
     weight_decay: NonNegativeFloat = Field(0.0, allow_inf_nan=False)
     momentum: NonNegativeFloat = 0.9
+    #: Adam's and AdamW's epsilon (torch's default 1e-8); large values (the SHREC'17 paper: 0.1) make small
+    #: gradients take plain momentum steps of lr / eps times the gradient
+    eps: PositiveFloat = Field(1e-8, allow_inf_nan=False)
     scheduler: Literal["none", "cosine", "step", "exponential", "plateau"] = "none"
     #: step: multiply by gamma every step_size intervals; exponential: by gamma each interval
     #: (the 2019 cosmology run: gamma 0.999 per step); plateau: by gamma after step_size bad epochs.

@@ -305,9 +305,9 @@ class SphereTask(pl.LightningModule):
         o = self.config.optim
         params = self.parameters()
         if o.name == "adam":
-            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+            opt = torch.optim.Adam(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay)
         elif o.name == "adamw":
-            opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+            opt = torch.optim.AdamW(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay)
         else:
             opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         if o.scheduler == "none":

@@ -94,6 +94,8 @@ class TrainingSection(Section):
     batch_size: PositiveInt = 32
     lr: PositiveFloat = 0.01
     weight_decay: NonNegativeFloat = 0.0
+    #: Adam's epsilon (the paper: 0.1 with lr 0.05; torch's default 1e-8)
+    adam_eps: PositiveFloat = 1e-8
     #: "cosine": anneal the learning rate to 0 over the epochs; "none": constant
     scheduler: Literal["none", "cosine"] = "cosine"
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
@@ -113,6 +115,9 @@ class DeepSphereSection(TrainingSection):
     #: the paper: [16, 32, 64, 128, 256] at nside 32
     channels: list[PositiveInt] = Field(default_factory=lambda: [8, 16, 32, 64], min_length=1)
     K: PositiveInt = 4
+    #: neighbours per pixel of the graph (8: the paper; 20 or 40: closer to rotation equivariance, see
+    #: docs/equivariance.md, at 1.5-3x the cost of each sparse product)
+    k: PositiveInt = 8
     pool: Literal["max", "avg"] = "max"
     global_pool: Literal["mean", "max"] = "mean"
     #: the paper's triplet loss: the loss is cross-entropy + triplet_weight x a batch-hard triplet margin loss

@@ -70,7 +70,9 @@ def _model_spec(cfg: ExperimentConfig, method: str) -> dict:
         n = cfg.deepsphere
         spec = {"type": "SphericalCNN", "channels": list(n.channels), "K": n.K, "pool": n.pool, "head": "global",
                 "global_pool": n.global_pool}
-        if n.triplet_margin is not None:   # only then: runs without it keep their folders (digests)
+        if n.k != 8:   # only then: runs on the paper's graph keep their folders (digests)
+            spec["k"] = n.k
+        if n.triplet_margin is not None:   # likewise
             spec.update(triplet_margin=n.triplet_margin, triplet_weight=n.triplet_weight)
     else:
         n = cfg.sht_cnn
@@ -93,7 +95,7 @@ def _train_config(cfg: ExperimentConfig, method: str, protocol: str, output_dir:
     return {"task": "classification", "output_dir": str(output_dir), "data": data,
             "sampling": _sampling_spec(cfg, method), "model": _model_spec(cfg, method),
             "optim": {"name": "adam", "lr": net.lr, "weight_decay": net.weight_decay, "scheduler": net.scheduler,
-                      "interval": "epoch"},
+                      "interval": "epoch", **({"eps": net.adam_eps} if net.adam_eps != 1e-8 else {})},
             "trainer": trainer}
 
 
